@@ -1,0 +1,263 @@
+//! schema2 → schema1 conversion, following distribution 2.8.2's `configManifestBuilder`.
+//!
+//! The output is the canonical (unsigned) payload: Go's `MarshalIndent` with a 3-space
+//! indent. Its sha256 is the manifest digest that the registry sends as
+//! `Docker-Content-Digest`; signing (jws.rs) splices signatures into it afterwards.
+
+use super::config::ImageConfig;
+use crate::digest::{sha256_hex, Digest};
+use crate::gojson::{self, compact_html, write_string, Kind};
+use crate::gotime::GoTime;
+use sha2::{Digest as _, Sha384};
+use std::collections::BTreeMap;
+
+/// The gzipped empty tar that every `empty_layer` history entry points at.
+pub const EMPTY_LAYER_DIGEST: &str =
+    "sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4";
+
+/// The 32 bytes named by [`EMPTY_LAYER_DIGEST`].
+pub const EMPTY_LAYER_TAR: [u8; 32] = [
+    0x1f, 0x8b, 0x08, 0x00, 0x00, 0x09, 0x6e, 0x88, 0x00, 0xff, 0x62, 0x18, 0x05, 0xa3, 0x60, 0x14,
+    0x8c, 0x58, 0x00, 0x08, 0x00, 0x00, 0xff, 0xff, 0x2e, 0xaf, 0xb5, 0xef, 0x00, 0x04, 0x00, 0x00,
+];
+
+/// A canonical schema1 payload and the deterministic signing time chosen for it.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pub bytes: Vec<u8>,
+    /// `YYYY-MM-DDTHH:MM:SSZ`: the config's `created` in UTC, so every node signs alike.
+    pub signing_time: String,
+}
+
+/// Used when a config carries no usable `created`.
+pub const FALLBACK_SIGNING_TIME: &str = "1970-01-01T00:00:00Z";
+
+/// Builds the schema1 payload for `name:tag` from a schema2 (or OCI) manifest's layer
+/// digests, base first, and its config blob. Errors where registry 2.8.2 refuses.
+pub fn build_payload(name: &str, tag: &str, layers: &[&str], config: &[u8]) -> Result<Payload, String> {
+    for layer in layers {
+        Digest::parse(layer).map_err(|e| format!("layer digest: {e}"))?;
+    }
+    let img = ImageConfig::decode(config).map_err(|e| format!("config: {e}"))?;
+    let history = img.history.as_slice();
+    let Some((top, lower)) = history.split_last() else {
+        return Err("empty history when trying to create schema1 manifest".into());
+    };
+    // registry 2.8.2 dereferences a nil rootfs here and drops the connection.
+    let Some(rootfs) = &img.rootfs else {
+        return Err("config has no rootfs (registry 2.8.2 crashes on this config)".into());
+    };
+    let layer_count = rootfs.diff_ids.as_slice().len();
+    if layer_count != layers.len() {
+        return Err(format!(
+            "number of descriptors and number of layers in rootfs must match: {layer_count} != {}",
+            layers.len()
+        ));
+    }
+
+    let mut next_layer = 0;
+    let mut blob_sum = |empty: bool, advance: bool| -> Result<&str, String> {
+        if empty {
+            return Ok(EMPTY_LAYER_DIGEST);
+        }
+        let layer = layers.get(next_layer).ok_or("too many non-empty layers in History section")?;
+        if advance {
+            next_layer += 1;
+        }
+        Ok(layer)
+    };
+
+    let n = history.len();
+    let mut fs_layers = vec![String::new(); n];
+    let mut v1_compat = vec![Vec::new(); n];
+    let mut parent = String::new();
+    for (i, h) in lower.iter().enumerate() {
+        let sum = blob_sum(h.empty_layer, true)?;
+        let v1_id = sha256_hex(format!("{} {parent}", encoded(sum)).as_bytes());
+        if i == 0 && !rootfs.base_layer.is_empty() {
+            // Windows base layer: only entry 0's `parent` field shows it.
+            parent = crate::digest::hex(&Sha384::digest(rootfs.base_layer.as_bytes())[..32]);
+        }
+        v1_compat[n - 1 - i] = lower_v1_compatibility(&v1_id, &parent, h);
+        fs_layers[n - 1 - i] = sum.to_string();
+        parent = v1_id;
+    }
+    let sum = blob_sum(top.empty_layer, false)?;
+    fs_layers[0] = sum.to_string();
+    let mut id_input = format!("{} {parent} ", encoded(sum)).into_bytes();
+    id_input.extend_from_slice(config);
+    let top_id = sha256_hex(&id_input);
+    let (top_json, created) = top_v1_compatibility(config, &top_id, &parent, top.empty_layer)?;
+    v1_compat[0] = top_json;
+
+    let signing_time = created
+        .or(top.created)
+        .and_then(|t| t.to_utc_seconds())
+        .unwrap_or_else(|| FALLBACK_SIGNING_TIME.to_string());
+    let bytes = print_manifest(name, tag, &img.architecture, &fs_layers, &v1_compat);
+    Ok(Payload { bytes, signing_time })
+}
+
+/// go-digest `Hex()`: everything after the first ':'.
+fn encoded(digest: &str) -> &str {
+    digest.split_once(':').map_or("", |(_, h)| h)
+}
+
+/// The fixed-struct v1Compatibility of every entry but the top one.
+fn lower_v1_compatibility(id: &str, parent: &str, h: &super::config::History) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let field = |out: &mut Vec<u8>, key: &str, value: &str| {
+        out.extend_from_slice(format!(",\"{key}\":").as_bytes());
+        write_string(out, value.as_bytes());
+    };
+    out.extend_from_slice(b"{\"id\":");
+    write_string(&mut out, id.as_bytes());
+    if !parent.is_empty() {
+        field(&mut out, "parent", parent);
+    }
+    if !h.comment.is_empty() {
+        field(&mut out, "comment", &h.comment);
+    }
+    let created = h.created.unwrap_or_else(GoTime::zero).to_rfc3339_nano();
+    field(&mut out, "created", &created);
+    out.extend_from_slice(b",\"container_config\":{\"Cmd\":[");
+    write_string(&mut out, h.created_by.as_bytes());
+    out.extend_from_slice(b"]}");
+    if !h.author.is_empty() {
+        field(&mut out, "author", &h.author);
+    }
+    if h.empty_layer {
+        out.extend_from_slice(b",\"throwaway\":true");
+    }
+    out.push(b'}');
+    out
+}
+
+/// `MakeV1ConfigFromConfig`: the config as a map of raw values, minus `rootfs`/`history`,
+/// plus `id` (and `parent`/`throwaway` when set), written with sorted keys. Also returns
+/// the config's top-level `created`, which picks the signing time.
+fn top_v1_compatibility(
+    config: &[u8],
+    id: &str,
+    parent: &str,
+    throwaway: bool,
+) -> Result<(Vec<u8>, Option<GoTime>), String> {
+    let tape = gojson::parse(config).map_err(|e| format!("config: {e}"))?;
+    if tape.root().kind() != Kind::Object {
+        return Err("config: json: cannot unmarshal into map".into());
+    }
+    let mut map: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (key, value) in tape.root().members() {
+        let mut compacted = Vec::with_capacity(value.raw().len());
+        compact_html(&mut compacted, value.raw());
+        map.insert(key, compacted);
+    }
+    let created = map.get("created").and_then(|raw| GoTime::parse_json_token(raw));
+    map.remove("rootfs");
+    map.remove("history");
+    map.insert("id".into(), format!("\"{id}\"").into_bytes());
+    if !parent.is_empty() {
+        map.insert("parent".into(), format!("\"{parent}\"").into_bytes());
+    }
+    if throwaway {
+        map.insert("throwaway".into(), b"true".to_vec());
+    }
+    let mut out = Vec::with_capacity(config.len() + 128);
+    out.push(b'{');
+    for (i, (key, value)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(&mut out, key.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(value);
+    }
+    out.push(b'}');
+    Ok((out, created))
+}
+
+/// `json.MarshalIndent(manifest, "", "   ")` of schema1's `Manifest` struct.
+fn print_manifest(name: &str, tag: &str, arch: &str, fs_layers: &[String], v1: &[Vec<u8>]) -> Vec<u8> {
+    let mut c = Vec::with_capacity(v1.iter().map(|v| v.len() + 32).sum::<usize>() + 256);
+    c.extend_from_slice(b"{\"schemaVersion\":1,\"name\":");
+    write_string(&mut c, name.as_bytes());
+    c.extend_from_slice(b",\"tag\":");
+    write_string(&mut c, tag.as_bytes());
+    c.extend_from_slice(b",\"architecture\":");
+    write_string(&mut c, arch.as_bytes());
+    c.extend_from_slice(b",\"fsLayers\":[");
+    for (i, sum) in fs_layers.iter().enumerate() {
+        c.extend_from_slice(if i == 0 { b"{\"blobSum\":" } else { b",{\"blobSum\":" });
+        write_string(&mut c, sum.as_bytes());
+        c.push(b'}');
+    }
+    c.extend_from_slice(b"],\"history\":[");
+    for (i, compat) in v1.iter().enumerate() {
+        c.extend_from_slice(if i == 0 { b"{\"v1Compatibility\":" } else { b",{\"v1Compatibility\":" });
+        write_string(&mut c, compat);
+        c.push(b'}');
+    }
+    c.extend_from_slice(b"]}");
+    gojson::indent(&c, "", "   ")
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The worked example of shared/docs/schema1-conversion.md §12, checked there against
+    /// a running registry 2.8.2.
+    pub const EXAMPLE_CONFIG: &str = r#"{"architecture":"amd64","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]},"created":"2023-05-19T20:19:24.08704963Z","history":[{"created":"2023-05-19T20:19:23.908246913Z","created_by":"/bin/sh -c #(nop) ADD file:4f1c in / "},{"created":"2023-05-19T20:19:24Z","created_by":"RUN apk add curl \u0026\u0026 rm -rf /var/cache/apk/*","comment":"buildkit.dockerfile.v0"},{"created":"2023-05-19T20:19:24.08704963Z","created_by":"/bin/sh -c #(nop)  CMD [\"sh\"]","empty_layer":true}],"os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:1111111111111111111111111111111111111111111111111111111111111111","sha256:2222222222222222222222222222222222222222222222222222222222222222"]}}"#;
+
+    fn example_layers() -> [String; 2] {
+        [format!("sha256:{}", "a".repeat(64)), format!("sha256:{}", "b".repeat(64))]
+    }
+
+    #[test]
+    fn worked_example_matches_registry_2_8_2() {
+        assert_eq!(EXAMPLE_CONFIG.len(), 726);
+        let layers = example_layers();
+        let refs: Vec<&str> = layers.iter().map(String::as_str).collect();
+        let p = build_payload("library/example", "latest", &refs, EXAMPLE_CONFIG.as_bytes()).expect("converts");
+        assert_eq!(p.bytes.len(), 1524);
+        assert_eq!(sha256_hex(&p.bytes), "8e5a0ce9569ec389724987ee54f11092885e1b43aa7c84fa6929cd9670bec409");
+        assert_eq!(p.signing_time, "2023-05-19T20:19:24Z");
+    }
+
+    #[test]
+    fn refusals_match_registry() {
+        let layer = format!("sha256:{}", "a".repeat(64));
+        let one = [layer.as_str()];
+        let cases = [
+            (r#"{"rootfs":{"diff_ids":["x"]}}"#, &one[..], "empty history"),
+            (r#"{"history":[{}]}"#, &one[..], "no rootfs"),
+            (r#"{"history":[{}],"rootfs":{"diff_ids":[]}}"#, &one[..], "must match"),
+            (r#"{"history":[{},{}],"rootfs":{"diff_ids":[]}}"#, &[][..], "too many non-empty"),
+            (r#"{"history":[{}],"rootfs":{"diff_ids":["x"]}}"#, &["sha256:abc"][..], "layer digest"),
+        ];
+        for (config, layers, want) in cases {
+            let err = build_payload("a", "t", layers, config.as_bytes()).expect_err(config);
+            assert!(err.contains(want), "{config}: {err}");
+        }
+    }
+
+    #[test]
+    fn fewer_history_entries_than_layers_drop_upper_layers() {
+        let (a, b) = (format!("sha256:{}", "a".repeat(64)), format!("sha256:{}", "b".repeat(64)));
+        let config = r#"{"history":[{"created_by":"x"}],"rootfs":{"diff_ids":["1","2"]}}"#;
+        let p = build_payload("r", "t", &[&a, &b], config.as_bytes()).expect("converts");
+        let text = String::from_utf8(p.bytes).unwrap();
+        assert!(text.contains(&a) && !text.contains(&b), "{text}");
+        assert_eq!(p.signing_time, FALLBACK_SIGNING_TIME);
+    }
+
+    #[test]
+    fn top_entry_keeps_raw_values_and_escapes_twice() {
+        let config = "{\"z\":{\"b\":1.50e3,\"a\":\"<\\u00e9\\b\u{2028}\"},\"A&\":null,\"history\":[{\"empty_layer\":true}],\"rootfs\":{\"diff_ids\":[]},\"parent\":\"keep\"}";
+        let p = build_payload("r", "t", &[], config.as_bytes()).expect("converts");
+        let text = String::from_utf8(p.bytes).unwrap();
+        assert!(text.contains(r#""v1Compatibility": "{\"A\\u0026\":null,\"id\":\""#), "{text}");
+        assert!(text.contains(r#"\"parent\":\"keep\""#), "{text}");
+        assert!(text.contains(r#"\"z\":{\"b\":1.50e3,\"a\":\"\\u003c\\u00e9\\b\\u2028\"}"#), "{text}");
+    }
+}

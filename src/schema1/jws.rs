@@ -1,0 +1,124 @@
+//! libtrust "pretty JWS": signs a schema1 payload and splices the `signatures` array
+//! into it, exactly as `NewJSONSignature` + `Sign` + `PrettySignature` lay it out.
+//!
+//! Signatures are RFC 6979 deterministic and the protected `time` is supplied by the
+//! caller (derived from the image), so the same key always serves the same bytes.
+
+use super::key::SigningKey;
+use crate::gojson;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::Signature;
+
+/// Index of the last rune in `b[..end]` that is not white space (Go's
+/// `bytes.LastIndexFunc(b[..end], notSpace)`; invalid UTF-8 counts as non-space).
+fn last_non_space(b: &[u8], mut end: usize) -> Option<usize> {
+    while end > 0 {
+        // Go's DecodeLastRune: back up at most 4 bytes to a rune start.
+        let lim = end.saturating_sub(4);
+        let start = (lim..end).rev().find(|&j| b[j] & 0xc0 != 0x80).unwrap_or(end - 1);
+        match gojson::decode_rune(&b[start..end]) {
+            Some((c, n)) if n == end - start && c.is_whitespace() => end = start,
+            Some((_, n)) if n == end - start => return Some(start),
+            _ => return Some(end - 1),
+        }
+    }
+    None
+}
+
+/// Where libtrust cuts the payload: returns `formatLength`, or None when the document
+/// does not end in `}` or has `,` before it.
+fn format_length(payload: &[u8]) -> Option<usize> {
+    let close = last_non_space(payload, payload.len())?;
+    if payload[close] != b'}' {
+        return None;
+    }
+    let before = last_non_space(payload, close)?;
+    (payload[before] != b',').then_some(before + 1)
+}
+
+/// libtrust's `detectJSONIndent`.
+fn detect_indent(payload: &[u8]) -> &[u8] {
+    if payload.len() > 2 && payload[0] == b'{' && payload[1] == b'\n' {
+        if let Some(q) = payload[1..].iter().position(|&c| c == b'"') {
+            if q > 0 {
+                return &payload[2..q + 1];
+            }
+        }
+    }
+    b""
+}
+
+/// Signs `payload` (a JSON object) and returns the served document.
+pub fn sign(payload: &[u8], key: &SigningKey, time: &str) -> Result<Vec<u8>, String> {
+    let format_len = format_length(payload).ok_or("payload does not end in '}' (libtrust refuses it)")?;
+    let tail = URL_SAFE_NO_PAD.encode(&payload[format_len..]);
+    let protected_json = format!(r#"{{"formatLength":{format_len},"formatTail":"{tail}","time":"{time}"}}"#);
+    let protected = URL_SAFE_NO_PAD.encode(protected_json);
+    let signing_input = format!("{protected}.{}", URL_SAFE_NO_PAD.encode(payload));
+    let signature: Signature = key.ecdsa.sign(signing_input.as_bytes());
+    let signature = URL_SAFE_NO_PAD.encode(signature.to_bytes());
+
+    let mut sigs = b"[{\"header\":{\"jwk\":".to_vec();
+    sigs.extend_from_slice(&key.public_jwk_json());
+    sigs.extend_from_slice(format!(r#","alg":"ES256"}},"signature":"{signature}","protected":"{protected}"}}]"#).as_bytes());
+
+    let indent = detect_indent(payload);
+    let mut out = Vec::with_capacity(format_len + sigs.len() * 2);
+    out.extend_from_slice(&payload[..format_len]);
+    out.push(b',');
+    if indent.is_empty() {
+        out.extend_from_slice(b"\"signatures\":");
+        out.extend_from_slice(&sigs);
+    } else {
+        let indent = String::from_utf8_lossy(indent);
+        out.push(b'\n');
+        out.extend_from_slice(indent.as_bytes());
+        out.extend_from_slice(b"\"signatures\": ");
+        out.extend_from_slice(&gojson::indent(&sigs, &indent, &indent));
+        out.push(b'\n');
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::sha256_hex;
+    use crate::schema1::key::tests::vector_key;
+
+    /// shared/docs/schema1-signing.md §9: verified there with registry 2.8.2's libtrust.
+    #[test]
+    fn test_vector_from_fact_sheet() {
+        let layers = [format!("sha256:{}", "a".repeat(64)), format!("sha256:{}", "b".repeat(64))];
+        let refs: Vec<&str> = layers.iter().map(String::as_str).collect();
+        let config = crate::schema1::convert::tests::EXAMPLE_CONFIG;
+        let payload = crate::schema1::build_payload("library/example", "latest", &refs, config.as_bytes()).unwrap();
+        let doc = sign(&payload.bytes, &vector_key(), "2023-05-19T20:19:25Z").unwrap();
+        let text = String::from_utf8(doc.clone()).unwrap();
+        assert!(text.contains("\"protected\": \"eyJmb3JtYXRMZW5ndGgiOjE1MjIsImZvcm1hdFRhaWwiOiJDbjAiLCJ0aW1lIjoiMjAyMy0wNS0xOVQyMDoxOToyNVoifQ\""), "{text}");
+        assert!(text.contains("\"signature\": \"XKOzY7o0b5LJbk9EO3ijiRENZ9fwP05kZFXsccPHPSYjXX4u1eknouj5kMC9pnB_WlPh56k-srZuOkjhSsCiNA\""), "{text}");
+        assert_eq!(doc.len(), 2169);
+        assert_eq!(sha256_hex(&doc), "4a5441a7aef0b4d0f1a53cd0da27b1659f99094f3b973b5820c0e7247ee1a96f");
+    }
+
+    #[test]
+    fn format_split_follows_libtrust() {
+        assert_eq!(format_length(b"{\n   \"a\": 1\n}"), Some(11));
+        assert_eq!(format_length(b"{\"a\":1}"), Some(6));
+        assert_eq!(format_length(b"{\"a\":1} \n"), Some(6));
+        assert_eq!(format_length(b"{\"a\":1,}"), None);
+        assert_eq!(format_length(b"[1]"), None);
+        assert_eq!(format_length(b""), None);
+    }
+
+    #[test]
+    fn compact_payloads_get_the_compact_splice() {
+        let doc = sign(b"{\"a\":1}", &vector_key(), "2023-05-19T20:19:25Z").unwrap();
+        let text = String::from_utf8(doc).unwrap();
+        assert!(text.starts_with("{\"a\":1,\"signatures\":[{\"header\":{\"jwk\":{\"crv\":\"P-256\""), "{text}");
+        assert!(text.ends_with("\"}]}"), "{text}");
+    }
+}
