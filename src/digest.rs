@@ -47,7 +47,9 @@ impl Digest {
             return Err(format!("{text:?} is not a digest: no ':'"));
         };
         let alg_ok = !alg.is_empty()
-            && alg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_+.".contains(&b));
+            && alg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_+.".contains(&b));
         let hex_ok = !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit());
         if !alg_ok || !hex_ok {
             return Err(format!("{text:?} is not a digest: bad characters"));
@@ -59,14 +61,23 @@ impl Digest {
             _ => return Err(format!("{text:?}: unsupported digest algorithm {alg:?}")),
         };
         if hex.len() != algorithm.hex_len() {
-            return Err(format!("{text:?}: {alg} needs {} hex characters", algorithm.hex_len()));
+            return Err(format!(
+                "{text:?}: {alg} needs {} hex characters",
+                algorithm.hex_len()
+            ));
         }
-        Ok(Digest { text: text.to_string(), algorithm })
+        Ok(Digest {
+            text: text.to_string(),
+            algorithm,
+        })
     }
 
     /// The sha256 digest of `bytes`, as distribution computes it.
     pub fn of(bytes: &[u8]) -> Digest {
-        Digest { text: format!("sha256:{}", hex(&Sha256::digest(bytes))), algorithm: Algorithm::Sha256 }
+        Digest {
+            text: format!("sha256:{}", hex(&Sha256::digest(bytes))),
+            algorithm: Algorithm::Sha256,
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -128,8 +139,13 @@ mod tests {
 
     #[test]
     fn accepts_what_go_digest_a6d0ee40_accepts() {
-        let d = Digest::parse(&format!("sha256:{}", "A".repeat(64))).expect("upper-case hex is valid in 2.8.2");
-        assert_eq!(d.sha256_hex(), None, "upper-case hex never names on-disk content");
+        let d = Digest::parse(&format!("sha256:{}", "A".repeat(64)))
+            .expect("upper-case hex is valid in 2.8.2");
+        assert_eq!(
+            d.sha256_hex(),
+            None,
+            "upper-case hex never names on-disk content"
+        );
         assert!(Digest::parse(&format!("sha512:{}", "a".repeat(128))).is_ok());
         assert!(Digest::parse(&format!("sha384:{}", "0".repeat(96))).is_ok());
     }
@@ -151,7 +167,10 @@ mod tests {
     #[test]
     fn digest_of_bytes() {
         let d = Digest::of(b"");
-        assert_eq!(d.as_str(), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            d.as_str(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert!(d.matches(b""));
         assert!(!d.matches(b"x"));
     }

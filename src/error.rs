@@ -13,7 +13,10 @@ pub enum Error {
     /// Store content is present but unusable: bad JSON, bad link, digest mismatch...
     InvalidContent { file: PathBuf, reason: String },
     /// The store could not be read.
-    Io { file: PathBuf, source: std::io::Error },
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     /// A schema1 document cannot be produced for this manifest (registry 2.8 would also refuse).
     Conversion { manifest: String, reason: String },
     /// Bad user input: a key file, a flag, a path outside the namespace grammar.
@@ -24,15 +27,24 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn invalid(file: impl AsRef<Path>, reason: impl Into<String>) -> Self {
-        Error::InvalidContent { file: file.as_ref().to_path_buf(), reason: reason.into() }
+        Error::InvalidContent {
+            file: file.as_ref().to_path_buf(),
+            reason: reason.into(),
+        }
     }
 
     pub fn io(file: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io { file: file.as_ref().to_path_buf(), source }
+        Error::Io {
+            file: file.as_ref().to_path_buf(),
+            source,
+        }
     }
 
     pub fn conversion(manifest: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Conversion { manifest: manifest.into(), reason: reason.into() }
+        Error::Conversion {
+            manifest: manifest.into(),
+            reason: reason.into(),
+        }
     }
 
     pub fn is_not_found(&self) -> bool {

@@ -22,7 +22,12 @@ pub struct GoTime {
 impl GoTime {
     /// Go's zero `time.Time`: 0001-01-01T00:00:00Z.
     pub fn zero() -> GoTime {
-        GoTime { year: 1, month: 1, day: 1, ..GoTime::default() }
+        GoTime {
+            year: 1,
+            month: 1,
+            day: 1,
+            ..GoTime::default()
+        }
     }
 
     /// Parses a raw JSON token (with its quotes) like Go 1.19's `Time.UnmarshalJSON`.
@@ -49,7 +54,16 @@ impl GoTime {
         if !p.0.is_empty() || day < 1 || day > days_in_month(year as i32, month) {
             return None;
         }
-        Some(GoTime { year: year as i32, month, day, hour, minute, second, nanos, offset })
+        Some(GoTime {
+            year: year as i32,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            nanos,
+            offset,
+        })
     }
 
     /// Go's RFC3339Nano output, as `Time.MarshalJSON` writes it (without quotes).
@@ -85,7 +99,12 @@ impl GoTime {
         let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
         let rem = secs.rem_euclid(86_400);
         (0..=9999).contains(&y).then(|| {
-            format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+            format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+                rem / 3600,
+                rem / 60 % 60,
+                rem % 60
+            )
         })
     }
 }
@@ -99,7 +118,10 @@ impl Cursor<'_> {
     }
 
     fn digit(&self, i: usize) -> Option<u32> {
-        self.0.get(i).filter(|c| c.is_ascii_digit()).map(|c| u32::from(c - b'0'))
+        self.0
+            .get(i)
+            .filter(|c| c.is_ascii_digit())
+            .map(|c| u32::from(c - b'0'))
     }
 
     fn fixed_digits(&mut self, n: usize) -> Option<u32> {
@@ -155,7 +177,8 @@ impl Cursor<'_> {
             return None;
         }
         let two = |a: u8, b: u8| {
-            (a.is_ascii_digit() && b.is_ascii_digit()).then(|| i32::from(a - b'0') * 10 + i32::from(b - b'0'))
+            (a.is_ascii_digit() && b.is_ascii_digit())
+                .then(|| i32::from(a - b'0') * 10 + i32::from(b - b'0'))
         };
         let seconds = (two(z[1], z[2])? * 60 + two(z[4], z[5])?) * 60;
         let offset = match z[0] {
@@ -217,14 +240,26 @@ mod tests {
         let cases = [
             (r#""2023-05-19T09:00:00,5Z""#, "2023-05-19T09:00:00.5Z"),
             (r#""2023-05-19T9:00:00Z""#, "2023-05-19T09:00:00Z"),
-            (r#""2023-05-19T09:00:00.1234567891Z""#, "2023-05-19T09:00:00.123456789Z"),
+            (
+                r#""2023-05-19T09:00:00.1234567891Z""#,
+                "2023-05-19T09:00:00.123456789Z",
+            ),
             (r#""2023-05-19T09:00:00.120Z""#, "2023-05-19T09:00:00.12Z"),
             (r#""2023-05-19T09:00:00.000Z""#, "2023-05-19T09:00:00Z"),
-            (r#""2023-05-19T09:00:00+05:30""#, "2023-05-19T09:00:00+05:30"),
+            (
+                r#""2023-05-19T09:00:00+05:30""#,
+                "2023-05-19T09:00:00+05:30",
+            ),
             (r#""2023-05-19T09:00:00+00:00""#, "2023-05-19T09:00:00Z"),
             (r#""2023-05-19T09:00:00-00:00""#, "2023-05-19T09:00:00Z"),
-            (r#""2023-05-19T09:00:00+24:00""#, "2023-05-19T09:00:00+24:00"),
-            (r#""2023-05-19T09:00:00+05:99""#, "2023-05-19T09:00:00+06:39"),
+            (
+                r#""2023-05-19T09:00:00+24:00""#,
+                "2023-05-19T09:00:00+24:00",
+            ),
+            (
+                r#""2023-05-19T09:00:00+05:99""#,
+                "2023-05-19T09:00:00+06:39",
+            ),
             (r#""2024-02-29T00:00:00Z""#, "2024-02-29T00:00:00Z"),
             (r#""0000-02-29T00:00:00Z""#, "0000-02-29T00:00:00Z"),
         ];
@@ -264,7 +299,10 @@ mod tests {
     fn utc_seconds_for_signing_time() {
         let t = GoTime::parse_json_token(br#""2023-05-19T01:30:59.9+05:30""#).unwrap();
         assert_eq!(t.to_utc_seconds().as_deref(), Some("2023-05-18T20:00:59Z"));
-        assert_eq!(GoTime::zero().to_utc_seconds().as_deref(), Some("0001-01-01T00:00:00Z"));
+        assert_eq!(
+            GoTime::zero().to_utc_seconds().as_deref(),
+            Some("0001-01-01T00:00:00Z")
+        );
         let early = GoTime::parse_json_token(br#""0000-01-01T00:00:00+01:00""#).unwrap();
         assert_eq!(early.to_utc_seconds(), None);
     }

@@ -81,17 +81,27 @@ mod tests {
 
     #[test]
     fn path_components() {
-        for ok in ["a", "library", "a.b", "a_b", "a__b", "a---b", "a-b.c_d", "0x"] {
+        for ok in [
+            "a", "library", "a.b", "a_b", "a__b", "a---b", "a-b.c_d", "0x",
+        ] {
             assert!(is_path_component(ok), "{ok}");
         }
-        for bad in ["", "A", "_a", "a_", "a___b", "a..b", "a._b", "a-_b", "-a", "a-", ".."] {
+        for bad in [
+            "", "A", "_a", "a_", "a___b", "a..b", "a._b", "a-_b", "-a", "a-", "..",
+        ] {
             assert!(!is_path_component(bad), "{bad}");
         }
     }
 
     #[test]
     fn repository_names() {
-        for ok in ["library/test", "a/b/c", "Library/test", "localhost:5000/x", "my-reg.io/a/b"] {
+        for ok in [
+            "library/test",
+            "a/b/c",
+            "Library/test",
+            "localhost:5000/x",
+            "my-reg.io/a/b",
+        ] {
             assert!(is_repository_name(ok), "{ok}");
         }
         let long = format!("a/{}", "b".repeat(254));

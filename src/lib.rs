@@ -9,4 +9,7 @@ pub mod error;
 pub mod gojson;
 pub mod gotime;
 pub mod grammar;
+pub mod manifest;
+pub mod namespace;
 pub mod schema1;
+pub mod store;

@@ -1,1 +1,172 @@
-fn main() {}
+//! The `registryfs` command line: `ls`, `cat`, `keygen` (and `mount`).
+
+use clap::{Args, Parser, Subcommand};
+use registryfs::error::{Error, Result};
+use registryfs::manifest::PlatformChoice;
+use registryfs::namespace::{Content, Namespace, Node, Settings};
+use registryfs::schema1::SigningKey;
+use registryfs::store::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "registryfs",
+    version,
+    about = "A container registry's store as plain files, schema1 included"
+)]
+struct Cli {
+    #[command(flatten)]
+    options: NamespaceOptions,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct NamespaceOptions {
+    /// libtrust signing key for schema1 (`.json`/`.jwk`: JWK, else PEM); default: a
+    /// throwaway key, so signatures differ between runs
+    #[arg(long, global = true, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+    /// Manifest-list entry that tags convert from
+    #[arg(
+        long,
+        global = true,
+        value_name = "OS/ARCH[/VARIANT]",
+        default_value = "linux/amd64"
+    )]
+    platform: PlatformChoice,
+    /// Also generate schema1 for OCI image manifests (registry 2.8 does not)
+    #[arg(long, global = true)]
+    convert_oci: bool,
+    /// Generate schema1 for images with foreign layers, dropping their URLs (registry 2.8 does)
+    #[arg(long, global = true)]
+    allow_foreign_layers: bool,
+    /// Repository name for an OCI layout's tags (default: the layout folder's name)
+    #[arg(long, global = true, value_name = "NAME")]
+    oci_repo: Option<String>,
+    /// Generated schema1 documents kept in memory
+    #[arg(long, global = true, value_name = "N", default_value_t = 1024)]
+    cache_entries: usize,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List a folder of the namespace (directories end in '/')
+    Ls {
+        store: PathBuf,
+        path: Option<String>,
+    },
+    /// Write a file of the namespace to stdout, byte for byte as a mount serves it
+    Cat { store: PathBuf, path: String },
+    /// Write a new P-256 signing key (`.json`/`.jwk`: libtrust JWK, else PEM)
+    Keygen { path: PathBuf },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Ls { store, path } => ls(&cli.options, store, path.as_deref().unwrap_or("")),
+        Command::Cat { store, path } => cat(&cli.options, store, path),
+        Command::Keygen { path } => keygen(path),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("registryfs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn namespace(
+    options: &NamespaceOptions,
+    store_root: &Path,
+    warn_throwaway_key: bool,
+) -> Result<Namespace> {
+    let key = match &options.signing_key {
+        Some(path) => SigningKey::load(path)?,
+        None => {
+            if warn_throwaway_key {
+                log::warn!("no --signing-key: schema1 is signed with a throwaway key (see `registryfs keygen`)");
+            }
+            SigningKey::generate()?
+        }
+    };
+    let store = store::open(
+        store_root,
+        &OpenOptions {
+            oci_repository: options.oci_repo.clone(),
+        },
+    )?;
+    Ok(Namespace::new(
+        store,
+        Settings {
+            key,
+            platform: options.platform.clone(),
+            convert_oci: options.convert_oci,
+            allow_foreign_layers: options.allow_foreign_layers,
+            cache_entries: options.cache_entries,
+        },
+    ))
+}
+
+fn ls(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> {
+    let ns = namespace(options, store_root, false)?;
+    let mut out = std::io::stdout().lock();
+    match ns.lookup(path)? {
+        Node::Dir => {
+            for entry in ns.list(path)? {
+                let slash = if entry.is_dir { "/" } else { "" };
+                writeln!(out, "{}{slash}", entry.name).map_err(|e| Error::io("stdout", e))?;
+            }
+        }
+        Node::File(_) => writeln!(out, "{}", path.rsplit('/').next().unwrap_or(path))
+            .map_err(|e| Error::io("stdout", e))?,
+    }
+    Ok(())
+}
+
+fn cat(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> {
+    let ns = namespace(options, store_root, path.ends_with("schema1"))?;
+    let content = match ns.lookup(path)? {
+        Node::File(content) => content,
+        Node::Dir => return Err(Error::Usage(format!("{path}: is a folder (use ls)"))),
+    };
+    let mut out = std::io::stdout().lock();
+    match content {
+        Content::Bytes(bytes) => out.write_all(&bytes).map_err(|e| Error::io("stdout", e))?,
+        Content::Blob { file, digest } => {
+            // Verify before writing anything: a mismatching blob must not reach stdout.
+            ns.verify_blob(&file, &digest)?;
+            let mut f = std::fs::File::open(&file.path).map_err(|e| Error::io(&file.path, e))?;
+            std::io::copy(&mut f, &mut out).map_err(|e| Error::io(&file.path, e))?;
+        }
+    }
+    out.flush().map_err(|e| Error::io("stdout", e))
+}
+
+fn keygen(path: &Path) -> Result<()> {
+    let key = SigningKey::generate()?;
+    let is_jwk = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("json" | "jwk")
+    );
+    let bytes = if is_jwk {
+        key.private_jwk_file()
+    } else {
+        key.private_pem_file()
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    file.write_all(&bytes).map_err(|e| Error::io(path, e))?;
+    println!("{}", key.kid());
+    Ok(())
+}

@@ -100,7 +100,10 @@ mod tests {
     fn string_escaping_is_go_1_19() {
         assert_eq!(s(b"a&b<c>"), r#""a\u0026b\u003cc\u003e""#);
         assert_eq!(s(b"\x08\x0c\x1b\n\r\t"), r#""\u0008\u000c\u001b\n\r\t""#);
-        assert_eq!(s("\u{7f}é\u{2028}\u{2029}\u{fffd}".as_bytes()), "\"\u{7f}é\\u2028\\u2029\u{fffd}\"");
+        assert_eq!(
+            s("\u{7f}é\u{2028}\u{2029}\u{fffd}".as_bytes()),
+            "\"\u{7f}é\\u2028\\u2029\u{fffd}\""
+        );
         assert_eq!(s(b"\xff\xfe"), r#""\ufffd\ufffd""#);
         assert_eq!(s(b"\"\\/"), r#""\"\\/""#);
     }
@@ -108,8 +111,14 @@ mod tests {
     #[test]
     fn compaction_keeps_source_bytes() {
         let mut out = Vec::new();
-        compact_html(&mut out, "{ \"k\" : [1.50e3, \"a b<\\u00e9\\b\" , \"\u{2028}\"] , \"n\": null }".as_bytes());
-        assert_eq!(String::from_utf8(out).unwrap(), r#"{"k":[1.50e3,"a b\u003c\u00e9\b","\u2028"],"n":null}"#);
+        compact_html(
+            &mut out,
+            "{ \"k\" : [1.50e3, \"a b<\\u00e9\\b\" , \"\u{2028}\"] , \"n\": null }".as_bytes(),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"k":[1.50e3,"a b\u003c\u00e9\b","\u2028"],"n":null}"#
+        );
     }
 }
 
@@ -181,6 +190,9 @@ mod indent_tests {
         let want = "{\n   \"a\": [\n      {\n         \"b\": \"x,{:\"\n      },\n      [],\n      {}\n   ],\n   \"c\": 1\n}";
         assert_eq!(String::from_utf8(got).unwrap(), want);
         let with_prefix = indent(br#"[{"k":"v"}]"#, "  ", "  ");
-        assert_eq!(String::from_utf8(with_prefix).unwrap(), "[\n    {\n      \"k\": \"v\"\n    }\n  ]");
+        assert_eq!(
+            String::from_utf8(with_prefix).unwrap(),
+            "[\n    {\n      \"k\": \"v\"\n    }\n  ]"
+        );
     }
 }

@@ -55,7 +55,10 @@ pub struct Node<'t, 'a> {
 
 impl<'a> Tape<'a> {
     pub fn root(&self) -> Node<'_, 'a> {
-        Node { tape: self, index: 0 }
+        Node {
+            tape: self,
+            index: 0,
+        }
     }
 }
 
@@ -78,7 +81,11 @@ impl<'t, 'a> Node<'t, 'a> {
     pub fn elements(&self) -> impl Iterator<Item = Node<'t, 'a>> + 't {
         let tape = self.tape;
         let e = self.entry();
-        let mut i = if e.kind == Kind::Array { self.index + 1 } else { e.next };
+        let mut i = if e.kind == Kind::Array {
+            self.index + 1
+        } else {
+            e.next
+        };
         std::iter::from_fn(move || {
             (i < e.next).then(|| {
                 let n = Node { tape, index: i };
@@ -92,11 +99,18 @@ impl<'t, 'a> Node<'t, 'a> {
     pub fn members(&self) -> impl Iterator<Item = (String, Node<'t, 'a>)> + 't {
         let tape = self.tape;
         let e = self.entry();
-        let mut i = if e.kind == Kind::Object { self.index + 1 } else { e.next };
+        let mut i = if e.kind == Kind::Object {
+            self.index + 1
+        } else {
+            e.next
+        };
         std::iter::from_fn(move || {
             (i < e.next).then(|| {
                 let key = Node { tape, index: i };
-                let value = Node { tape, index: key.entry().next };
+                let value = Node {
+                    tape,
+                    index: key.entry().next,
+                };
                 i = value.entry().next;
                 (key.string_value().unwrap_or_default(), value)
             })
@@ -175,7 +189,13 @@ fn hex4(b: &[u8]) -> Option<u32> {
 
 /// Parses and validates `src` the way Go's `checkValid` does.
 pub fn parse(src: &[u8]) -> Result<Tape<'_>, SyntaxError> {
-    Parser { src, pos: 0, entries: Vec::new(), stack: Vec::new() }.run()
+    Parser {
+        src,
+        pos: 0,
+        entries: Vec::new(),
+        stack: Vec::new(),
+    }
+    .run()
 }
 
 struct Parser<'a> {
@@ -188,7 +208,10 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn err<T>(&self, msg: &'static str) -> Result<T, SyntaxError> {
-        Err(SyntaxError { offset: self.pos, msg })
+        Err(SyntaxError {
+            offset: self.pos,
+            msg,
+        })
     }
 
     fn skip_ws(&mut self) {
@@ -203,11 +226,21 @@ impl<'a> Parser<'a> {
 
     fn push_leaf(&mut self, kind: Kind, start: usize) {
         let next = self.entries.len() + 1;
-        self.entries.push(Entry { kind, start, end: self.pos, next });
+        self.entries.push(Entry {
+            kind,
+            start,
+            end: self.pos,
+            next,
+        });
     }
 
     fn open(&mut self, kind: Kind) -> Result<(), SyntaxError> {
-        self.entries.push(Entry { kind, start: self.pos, end: 0, next: 0 });
+        self.entries.push(Entry {
+            kind,
+            start: self.pos,
+            end: 0,
+            next: 0,
+        });
         self.stack.push(self.entries.len() - 1);
         if self.stack.len() > MAX_DEPTH {
             return self.err("exceeded max depth");
@@ -258,7 +291,9 @@ impl<'a> Parser<'a> {
             // After a value: close containers or move to the next element.
             loop {
                 self.skip_ws();
-                let Some(&top) = self.stack.last() else { break 'value };
+                let Some(&top) = self.stack.last() else {
+                    break 'value;
+                };
                 let is_object = self.entries[top].kind == Kind::Object;
                 match self.peek() {
                     Some(b',') => {
@@ -278,7 +313,10 @@ impl<'a> Parser<'a> {
         if self.pos != self.src.len() {
             return self.err("unexpected data after the top-level value");
         }
-        Ok(Tape { src: self.src, entries: self.entries })
+        Ok(Tape {
+            src: self.src,
+            entries: self.entries,
+        })
     }
 
     /// A member's key and colon; leaves pos at the value.
@@ -316,7 +354,9 @@ impl<'a> Parser<'a> {
                 Some(b'\\') => {
                     self.pos += 1;
                     match self.peek() {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 1,
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                            self.pos += 1
+                        }
                         Some(b'u') => {
                             self.pos += 1;
                             for _ in 0..4 {

@@ -47,7 +47,10 @@ impl<T> GoSlice<T> {
 type Decoded = Result<(), String>;
 
 fn type_error(field: &str, node: &Node<'_, '_>) -> String {
-    format!("json: cannot unmarshal {} into field {field}", kind_name(node.kind()))
+    format!(
+        "json: cannot unmarshal {} into field {field}",
+        kind_name(node.kind())
+    )
 }
 
 fn kind_name(k: Kind) -> &'static str {
@@ -113,7 +116,10 @@ fn decode_slice<T: Default + Clone>(
 ) -> Decoded {
     match node.kind() {
         Kind::Null => {
-            *dst = GoSlice { backing: Vec::new(), len: 0 };
+            *dst = GoSlice {
+                backing: Vec::new(),
+                len: 0,
+            };
             Ok(())
         }
         Kind::Array => {
@@ -136,7 +142,10 @@ fn decode_slice<T: Default + Clone>(
                 dst.len = i;
             }
             if i == 0 {
-                *dst = GoSlice { backing: Vec::new(), len: 0 };
+                *dst = GoSlice {
+                    backing: Vec::new(),
+                    len: 0,
+                };
             }
             Ok(())
         }
@@ -175,7 +184,9 @@ fn decode_struct(
 fn go_equal_fold(field: &str, key: &str) -> bool {
     let mut key_chars = key.chars();
     for f in field.chars() {
-        let Some(k) = key_chars.next() else { return false };
+        let Some(k) = key_chars.next() else {
+            return false;
+        };
         let same = f.eq_ignore_ascii_case(&k)
             || (matches!(f, 's' | 'S') && k == '\u{17f}')
             || (matches!(f, 'k' | 'K') && k == '\u{212a}');
@@ -206,11 +217,18 @@ fn decode_rootfs(slot: &mut Option<RootFs>, node: &Node<'_, '_>) -> Decoded {
         Kind::Object => {
             let r = slot.get_or_insert_with(RootFs::default);
             let mut unused_type = String::new();
-            decode_struct(node, "rootfs", &["type", "diff_ids", "base_layer"], |i, v| match i {
-                0 => decode_string(&mut unused_type, v, "type"),
-                1 => decode_slice(&mut r.diff_ids, v, "diff_ids", |s, e| decode_string(s, e, "diff_ids")),
-                _ => decode_string(&mut r.base_layer, v, "base_layer"),
-            })
+            decode_struct(
+                node,
+                "rootfs",
+                &["type", "diff_ids", "base_layer"],
+                |i, v| match i {
+                    0 => decode_string(&mut unused_type, v, "type"),
+                    1 => decode_slice(&mut r.diff_ids, v, "diff_ids", |s, e| {
+                        decode_string(s, e, "diff_ids")
+                    }),
+                    _ => decode_string(&mut r.base_layer, v, "base_layer"),
+                },
+            )
         }
         _ => Err(type_error("rootfs", node)),
     }
@@ -225,11 +243,16 @@ impl ImageConfig {
         if !matches!(root.kind(), Kind::Object | Kind::Null) {
             return Err(type_error("config", &root));
         }
-        decode_struct(&root, "config", &["rootfs", "history", "architecture"], |i, v| match i {
-            0 => decode_rootfs(&mut c.rootfs, v),
-            1 => decode_slice(&mut c.history, v, "history", decode_history),
-            _ => decode_string(&mut c.architecture, v, "architecture"),
-        })?;
+        decode_struct(
+            &root,
+            "config",
+            &["rootfs", "history", "architecture"],
+            |i, v| match i {
+                0 => decode_rootfs(&mut c.rootfs, v),
+                1 => decode_slice(&mut c.history, v, "history", decode_history),
+                _ => decode_string(&mut c.architecture, v, "architecture"),
+            },
+        )?;
         Ok(c)
     }
 }
@@ -286,7 +309,11 @@ mod tests {
             br#"[]"#,
             br#"{"history":{}}"#,
         ] {
-            assert!(ImageConfig::decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                ImageConfig::decode(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

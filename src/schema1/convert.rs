@@ -34,7 +34,12 @@ pub const FALLBACK_SIGNING_TIME: &str = "1970-01-01T00:00:00Z";
 
 /// Builds the schema1 payload for `name:tag` from a schema2 (or OCI) manifest's layer
 /// digests, base first, and its config blob. Errors where registry 2.8.2 refuses.
-pub fn build_payload(name: &str, tag: &str, layers: &[&str], config: &[u8]) -> Result<Payload, String> {
+pub fn build_payload(
+    name: &str,
+    tag: &str,
+    layers: &[&str],
+    config: &[u8],
+) -> Result<Payload, String> {
     for layer in layers {
         Digest::parse(layer).map_err(|e| format!("layer digest: {e}"))?;
     }
@@ -60,7 +65,9 @@ pub fn build_payload(name: &str, tag: &str, layers: &[&str], config: &[u8]) -> R
         if empty {
             return Ok(EMPTY_LAYER_DIGEST);
         }
-        let layer = layers.get(next_layer).ok_or("too many non-empty layers in History section")?;
+        let layer = layers
+            .get(next_layer)
+            .ok_or("too many non-empty layers in History section")?;
         if advance {
             next_layer += 1;
         }
@@ -95,7 +102,10 @@ pub fn build_payload(name: &str, tag: &str, layers: &[&str], config: &[u8]) -> R
         .and_then(|t| t.to_utc_seconds())
         .unwrap_or_else(|| FALLBACK_SIGNING_TIME.to_string());
     let bytes = print_manifest(name, tag, &img.architecture, &fs_layers, &v1_compat);
-    Ok(Payload { bytes, signing_time })
+    Ok(Payload {
+        bytes,
+        signing_time,
+    })
 }
 
 /// go-digest `Hex()`: everything after the first ':'.
@@ -152,7 +162,9 @@ fn top_v1_compatibility(
         compact_html(&mut compacted, value.raw());
         map.insert(key, compacted);
     }
-    let created = map.get("created").and_then(|raw| GoTime::parse_json_token(raw));
+    let created = map
+        .get("created")
+        .and_then(|raw| GoTime::parse_json_token(raw));
     map.remove("rootfs");
     map.remove("history");
     map.insert("id".into(), format!("\"{id}\"").into_bytes());
@@ -177,7 +189,13 @@ fn top_v1_compatibility(
 }
 
 /// `json.MarshalIndent(manifest, "", "   ")` of schema1's `Manifest` struct.
-fn print_manifest(name: &str, tag: &str, arch: &str, fs_layers: &[String], v1: &[Vec<u8>]) -> Vec<u8> {
+fn print_manifest(
+    name: &str,
+    tag: &str,
+    arch: &str,
+    fs_layers: &[String],
+    v1: &[Vec<u8>],
+) -> Vec<u8> {
     let mut c = Vec::with_capacity(v1.iter().map(|v| v.len() + 32).sum::<usize>() + 256);
     c.extend_from_slice(b"{\"schemaVersion\":1,\"name\":");
     write_string(&mut c, name.as_bytes());
@@ -187,13 +205,21 @@ fn print_manifest(name: &str, tag: &str, arch: &str, fs_layers: &[String], v1: &
     write_string(&mut c, arch.as_bytes());
     c.extend_from_slice(b",\"fsLayers\":[");
     for (i, sum) in fs_layers.iter().enumerate() {
-        c.extend_from_slice(if i == 0 { b"{\"blobSum\":" } else { b",{\"blobSum\":" });
+        c.extend_from_slice(if i == 0 {
+            b"{\"blobSum\":"
+        } else {
+            b",{\"blobSum\":"
+        });
         write_string(&mut c, sum.as_bytes());
         c.push(b'}');
     }
     c.extend_from_slice(b"],\"history\":[");
     for (i, compat) in v1.iter().enumerate() {
-        c.extend_from_slice(if i == 0 { b"{\"v1Compatibility\":" } else { b",{\"v1Compatibility\":" });
+        c.extend_from_slice(if i == 0 {
+            b"{\"v1Compatibility\":"
+        } else {
+            b",{\"v1Compatibility\":"
+        });
         write_string(&mut c, compat);
         c.push(b'}');
     }
@@ -210,7 +236,10 @@ pub(crate) mod tests {
     pub const EXAMPLE_CONFIG: &str = r#"{"architecture":"amd64","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]},"created":"2023-05-19T20:19:24.08704963Z","history":[{"created":"2023-05-19T20:19:23.908246913Z","created_by":"/bin/sh -c #(nop) ADD file:4f1c in / "},{"created":"2023-05-19T20:19:24Z","created_by":"RUN apk add curl \u0026\u0026 rm -rf /var/cache/apk/*","comment":"buildkit.dockerfile.v0"},{"created":"2023-05-19T20:19:24.08704963Z","created_by":"/bin/sh -c #(nop)  CMD [\"sh\"]","empty_layer":true}],"os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:1111111111111111111111111111111111111111111111111111111111111111","sha256:2222222222222222222222222222222222222222222222222222222222222222"]}}"#;
 
     fn example_layers() -> [String; 2] {
-        [format!("sha256:{}", "a".repeat(64)), format!("sha256:{}", "b".repeat(64))]
+        [
+            format!("sha256:{}", "a".repeat(64)),
+            format!("sha256:{}", "b".repeat(64)),
+        ]
     }
 
     #[test]
@@ -218,9 +247,18 @@ pub(crate) mod tests {
         assert_eq!(EXAMPLE_CONFIG.len(), 726);
         let layers = example_layers();
         let refs: Vec<&str> = layers.iter().map(String::as_str).collect();
-        let p = build_payload("library/example", "latest", &refs, EXAMPLE_CONFIG.as_bytes()).expect("converts");
+        let p = build_payload(
+            "library/example",
+            "latest",
+            &refs,
+            EXAMPLE_CONFIG.as_bytes(),
+        )
+        .expect("converts");
         assert_eq!(p.bytes.len(), 1524);
-        assert_eq!(sha256_hex(&p.bytes), "8e5a0ce9569ec389724987ee54f11092885e1b43aa7c84fa6929cd9670bec409");
+        assert_eq!(
+            sha256_hex(&p.bytes),
+            "8e5a0ce9569ec389724987ee54f11092885e1b43aa7c84fa6929cd9670bec409"
+        );
         assert_eq!(p.signing_time, "2023-05-19T20:19:24Z");
     }
 
@@ -229,11 +267,27 @@ pub(crate) mod tests {
         let layer = format!("sha256:{}", "a".repeat(64));
         let one = [layer.as_str()];
         let cases = [
-            (r#"{"rootfs":{"diff_ids":["x"]}}"#, &one[..], "empty history"),
+            (
+                r#"{"rootfs":{"diff_ids":["x"]}}"#,
+                &one[..],
+                "empty history",
+            ),
             (r#"{"history":[{}]}"#, &one[..], "no rootfs"),
-            (r#"{"history":[{}],"rootfs":{"diff_ids":[]}}"#, &one[..], "must match"),
-            (r#"{"history":[{},{}],"rootfs":{"diff_ids":[]}}"#, &[][..], "too many non-empty"),
-            (r#"{"history":[{}],"rootfs":{"diff_ids":["x"]}}"#, &["sha256:abc"][..], "layer digest"),
+            (
+                r#"{"history":[{}],"rootfs":{"diff_ids":[]}}"#,
+                &one[..],
+                "must match",
+            ),
+            (
+                r#"{"history":[{},{}],"rootfs":{"diff_ids":[]}}"#,
+                &[][..],
+                "too many non-empty",
+            ),
+            (
+                r#"{"history":[{}],"rootfs":{"diff_ids":["x"]}}"#,
+                &["sha256:abc"][..],
+                "layer digest",
+            ),
         ];
         for (config, layers, want) in cases {
             let err = build_payload("a", "t", layers, config.as_bytes()).expect_err(config);
@@ -243,7 +297,10 @@ pub(crate) mod tests {
 
     #[test]
     fn fewer_history_entries_than_layers_drop_upper_layers() {
-        let (a, b) = (format!("sha256:{}", "a".repeat(64)), format!("sha256:{}", "b".repeat(64)));
+        let (a, b) = (
+            format!("sha256:{}", "a".repeat(64)),
+            format!("sha256:{}", "b".repeat(64)),
+        );
         let config = r#"{"history":[{"created_by":"x"}],"rootfs":{"diff_ids":["1","2"]}}"#;
         let p = build_payload("r", "t", &[&a, &b], config.as_bytes()).expect("converts");
         let text = String::from_utf8(p.bytes).unwrap();
@@ -256,8 +313,14 @@ pub(crate) mod tests {
         let config = "{\"z\":{\"b\":1.50e3,\"a\":\"<\\u00e9\\b\u{2028}\"},\"A&\":null,\"history\":[{\"empty_layer\":true}],\"rootfs\":{\"diff_ids\":[]},\"parent\":\"keep\"}";
         let p = build_payload("r", "t", &[], config.as_bytes()).expect("converts");
         let text = String::from_utf8(p.bytes).unwrap();
-        assert!(text.contains(r#""v1Compatibility": "{\"A\\u0026\":null,\"id\":\""#), "{text}");
+        assert!(
+            text.contains(r#""v1Compatibility": "{\"A\\u0026\":null,\"id\":\""#),
+            "{text}"
+        );
         assert!(text.contains(r#"\"parent\":\"keep\""#), "{text}");
-        assert!(text.contains(r#"\"z\":{\"b\":1.50e3,\"a\":\"\\u003c\\u00e9\\b\\u2028\"}"#), "{text}");
+        assert!(
+            text.contains(r#"\"z\":{\"b\":1.50e3,\"a\":\"\\u003c\\u00e9\\b\\u2028\"}"#),
+            "{text}"
+        );
     }
 }

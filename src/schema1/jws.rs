@@ -17,7 +17,10 @@ fn last_non_space(b: &[u8], mut end: usize) -> Option<usize> {
     while end > 0 {
         // Go's DecodeLastRune: back up at most 4 bytes to a rune start.
         let lim = end.saturating_sub(4);
-        let start = (lim..end).rev().find(|&j| b[j] & 0xc0 != 0x80).unwrap_or(end - 1);
+        let start = (lim..end)
+            .rev()
+            .find(|&j| b[j] & 0xc0 != 0x80)
+            .unwrap_or(end - 1);
         match gojson::decode_rune(&b[start..end]) {
             Some((c, n)) if n == end - start && c.is_whitespace() => end = start,
             Some((_, n)) if n == end - start => return Some(start),
@@ -52,9 +55,11 @@ fn detect_indent(payload: &[u8]) -> &[u8] {
 
 /// Signs `payload` (a JSON object) and returns the served document.
 pub fn sign(payload: &[u8], key: &SigningKey, time: &str) -> Result<Vec<u8>, String> {
-    let format_len = format_length(payload).ok_or("payload does not end in '}' (libtrust refuses it)")?;
+    let format_len =
+        format_length(payload).ok_or("payload does not end in '}' (libtrust refuses it)")?;
     let tail = URL_SAFE_NO_PAD.encode(&payload[format_len..]);
-    let protected_json = format!(r#"{{"formatLength":{format_len},"formatTail":"{tail}","time":"{time}"}}"#);
+    let protected_json =
+        format!(r#"{{"formatLength":{format_len},"formatTail":"{tail}","time":"{time}"}}"#);
     let protected = URL_SAFE_NO_PAD.encode(protected_json);
     let signing_input = format!("{protected}.{}", URL_SAFE_NO_PAD.encode(payload));
     let signature: Signature = key.ecdsa.sign(signing_input.as_bytes());
@@ -62,7 +67,10 @@ pub fn sign(payload: &[u8], key: &SigningKey, time: &str) -> Result<Vec<u8>, Str
 
     let mut sigs = b"[{\"header\":{\"jwk\":".to_vec();
     sigs.extend_from_slice(&key.public_jwk_json());
-    sigs.extend_from_slice(format!(r#","alg":"ES256"}},"signature":"{signature}","protected":"{protected}"}}]"#).as_bytes());
+    sigs.extend_from_slice(
+        format!(r#","alg":"ES256"}},"signature":"{signature}","protected":"{protected}"}}]"#)
+            .as_bytes(),
+    );
 
     let indent = detect_indent(payload);
     let mut out = Vec::with_capacity(format_len + sigs.len() * 2);
@@ -92,16 +100,24 @@ mod tests {
     /// shared/docs/schema1-signing.md §9: verified there with registry 2.8.2's libtrust.
     #[test]
     fn test_vector_from_fact_sheet() {
-        let layers = [format!("sha256:{}", "a".repeat(64)), format!("sha256:{}", "b".repeat(64))];
+        let layers = [
+            format!("sha256:{}", "a".repeat(64)),
+            format!("sha256:{}", "b".repeat(64)),
+        ];
         let refs: Vec<&str> = layers.iter().map(String::as_str).collect();
         let config = crate::schema1::convert::tests::EXAMPLE_CONFIG;
-        let payload = crate::schema1::build_payload("library/example", "latest", &refs, config.as_bytes()).unwrap();
+        let payload =
+            crate::schema1::build_payload("library/example", "latest", &refs, config.as_bytes())
+                .unwrap();
         let doc = sign(&payload.bytes, &vector_key(), "2023-05-19T20:19:25Z").unwrap();
         let text = String::from_utf8(doc.clone()).unwrap();
         assert!(text.contains("\"protected\": \"eyJmb3JtYXRMZW5ndGgiOjE1MjIsImZvcm1hdFRhaWwiOiJDbjAiLCJ0aW1lIjoiMjAyMy0wNS0xOVQyMDoxOToyNVoifQ\""), "{text}");
         assert!(text.contains("\"signature\": \"XKOzY7o0b5LJbk9EO3ijiRENZ9fwP05kZFXsccPHPSYjXX4u1eknouj5kMC9pnB_WlPh56k-srZuOkjhSsCiNA\""), "{text}");
         assert_eq!(doc.len(), 2169);
-        assert_eq!(sha256_hex(&doc), "4a5441a7aef0b4d0f1a53cd0da27b1659f99094f3b973b5820c0e7247ee1a96f");
+        assert_eq!(
+            sha256_hex(&doc),
+            "4a5441a7aef0b4d0f1a53cd0da27b1659f99094f3b973b5820c0e7247ee1a96f"
+        );
     }
 
     #[test]
@@ -118,7 +134,10 @@ mod tests {
     fn compact_payloads_get_the_compact_splice() {
         let doc = sign(b"{\"a\":1}", &vector_key(), "2023-05-19T20:19:25Z").unwrap();
         let text = String::from_utf8(doc).unwrap();
-        assert!(text.starts_with("{\"a\":1,\"signatures\":[{\"header\":{\"jwk\":{\"crv\":\"P-256\""), "{text}");
+        assert!(
+            text.starts_with("{\"a\":1,\"signatures\":[{\"header\":{\"jwk\":{\"crv\":\"P-256\""),
+            "{text}"
+        );
         assert!(text.ends_with("\"}]}"), "{text}");
     }
 }

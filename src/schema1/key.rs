@@ -33,7 +33,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,15 +50,24 @@ impl SigningKey {
             y.copy_from_slice(py);
         }
         let kid = key_id(&x, &y);
-        SigningKey { ecdsa: EcdsaKey::from(secret), x, y, kid, extras }
+        SigningKey {
+            ecdsa: EcdsaKey::from(secret),
+            x,
+            y,
+            kid,
+            extras,
+        }
     }
 
     /// A fresh random key (for `keygen`, and for mounts started without a key).
     pub fn generate() -> Result<SigningKey> {
-        let mut urandom = std::fs::File::open("/dev/urandom").map_err(|e| Error::io("/dev/urandom", e))?;
+        let mut urandom =
+            std::fs::File::open("/dev/urandom").map_err(|e| Error::io("/dev/urandom", e))?;
         loop {
             let mut d = [0u8; 32];
-            urandom.read_exact(&mut d).map_err(|e| Error::io("/dev/urandom", e))?;
+            urandom
+                .read_exact(&mut d)
+                .map_err(|e| Error::io("/dev/urandom", e))?;
             if let Ok(secret) = SecretKey::from_slice(&d) {
                 return Ok(SigningKey::from_secret(&secret, BTreeMap::new()));
             }
@@ -65,7 +76,8 @@ impl SigningKey {
 
     /// A key from its private scalar (tests and fixed vectors).
     pub fn from_scalar(d: &[u8; 32]) -> Result<SigningKey> {
-        let secret = SecretKey::from_slice(d).map_err(|_| Error::Usage("invalid P-256 private scalar".into()))?;
+        let secret = SecretKey::from_slice(d)
+            .map_err(|_| Error::Usage("invalid P-256 private scalar".into()))?;
         Ok(SigningKey::from_secret(&secret, BTreeMap::new()))
     }
 
@@ -73,8 +85,15 @@ impl SigningKey {
     /// JWK, anything else PEM.
     pub fn load(path: &Path) -> Result<SigningKey> {
         let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let is_jwk = matches!(path.extension().and_then(|e| e.to_str()), Some("json" | "jwk"));
-        let parsed = if is_jwk { from_jwk(&text) } else { from_pem(&text) };
+        let is_jwk = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("json" | "jwk")
+        );
+        let parsed = if is_jwk {
+            from_jwk(&text)
+        } else {
+            from_pem(&text)
+        };
         parsed.map_err(|reason| Error::invalid(path, reason))
     }
 
@@ -100,7 +119,10 @@ impl SigningKey {
         let mut members = BTreeMap::new();
         let s = |v: &str| format!("\"{v}\"").into_bytes();
         members.insert("crv".to_string(), s("P-256"));
-        members.insert("d".into(), s(&URL_SAFE_NO_PAD.encode(self.ecdsa.to_bytes())));
+        members.insert(
+            "d".into(),
+            s(&URL_SAFE_NO_PAD.encode(self.ecdsa.to_bytes())),
+        );
         members.insert("kid".into(), s(&self.kid));
         members.insert("kty".into(), s("EC"));
         members.insert("x".into(), s(&URL_SAFE_NO_PAD.encode(self.x)));
@@ -114,7 +136,9 @@ impl SigningKey {
         // and the uncompressed public point.
         let mut der = vec![0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20];
         der.extend_from_slice(&self.ecdsa.to_bytes());
-        der.extend_from_slice(&[0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]);
+        der.extend_from_slice(&[
+            0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+        ]);
         der.extend_from_slice(&[0xa1, 0x44, 0x03, 0x42, 0x00, 0x04]);
         der.extend_from_slice(&self.x);
         der.extend_from_slice(&self.y);
@@ -184,7 +208,9 @@ fn from_jwk(text: &[u8]) -> std::result::Result<SigningKey, String> {
     for (k, v) in tape.root().members() {
         match k.as_str() {
             "kty" | "crv" | "x" | "y" | "d" | "kid" => {
-                let s = v.string_value().ok_or(format!("JWK member {k:?} must be a string"))?;
+                let s = v
+                    .string_value()
+                    .ok_or(format!("JWK member {k:?} must be a string"))?;
                 fields.insert(k, s);
             }
             _ => {
@@ -194,24 +220,42 @@ fn from_jwk(text: &[u8]) -> std::result::Result<SigningKey, String> {
             }
         }
     }
-    let get = |k: &str| fields.get(k).map(String::as_str).ok_or(format!("JWK has no {k:?}"));
+    let get = |k: &str| {
+        fields
+            .get(k)
+            .map(String::as_str)
+            .ok_or(format!("JWK has no {k:?}"))
+    };
     match get("kty")? {
         "EC" => {}
-        other => return Err(format!("unsupported key type {other:?}: registryfs signs with EC P-256 (ES256) keys")),
+        other => {
+            return Err(format!(
+                "unsupported key type {other:?}: registryfs signs with EC P-256 (ES256) keys"
+            ))
+        }
     }
     if get("crv")? != "P-256" {
-        return Err(format!("unsupported curve {:?}: only P-256 is supported", get("crv")?));
+        return Err(format!(
+            "unsupported curve {:?}: only P-256 is supported",
+            get("crv")?
+        ));
     }
     let d = b64u(get("d")?)?;
-    let d: [u8; 32] = d.try_into().map_err(|_| "JWK \"d\" must be 32 bytes".to_string())?;
-    let secret = SecretKey::from_slice(&d).map_err(|_| "JWK \"d\" is not a valid P-256 scalar".to_string())?;
+    let d: [u8; 32] = d
+        .try_into()
+        .map_err(|_| "JWK \"d\" must be 32 bytes".to_string())?;
+    let secret = SecretKey::from_slice(&d)
+        .map_err(|_| "JWK \"d\" is not a valid P-256 scalar".to_string())?;
     let key = SigningKey::from_secret(&secret, extras);
     if b64u(get("x")?)? != key.x || b64u(get("y")?)? != key.y {
         return Err("JWK \"x\"/\"y\" do not belong to its private key \"d\"".into());
     }
     if let Some(kid) = fields.get("kid") {
         if *kid != key.kid {
-            return Err(format!("JWK key ID {kid:?} does not match the key ({})", key.kid));
+            return Err(format!(
+                "JWK key ID {kid:?} does not match the key ({})",
+                key.kid
+            ));
         }
     }
     Ok(key)
@@ -221,19 +265,30 @@ fn from_pem(text: &[u8]) -> std::result::Result<SigningKey, String> {
     let text = String::from_utf8_lossy(text);
     let mut lines = text.lines().skip_while(|l| !l.starts_with("-----BEGIN "));
     let begin = lines.next().ok_or("no PEM block found")?;
-    let label = begin.trim_start_matches("-----BEGIN ").trim_end_matches("-----").to_string();
+    let label = begin
+        .trim_start_matches("-----BEGIN ")
+        .trim_end_matches("-----")
+        .to_string();
     let mut extras = BTreeMap::new();
     let mut body = String::new();
     let mut in_headers = true;
     for line in lines {
         if line.starts_with("-----END ") {
-            let der = STANDARD.decode(body.as_bytes()).map_err(|e| format!("bad PEM base64: {e}"))?;
-            let secret = match label.as_str() {
-                "EC PRIVATE KEY" => SecretKey::from_sec1_der(&der).map_err(|e| format!("bad EC private key: {e}"))?,
-                "PRIVATE KEY" => SecretKey::from_pkcs8_der(&der).map_err(|e| format!("not a P-256 PKCS#8 key: {e}"))?,
-                "RSA PRIVATE KEY" => return Err("RSA keys are not supported: registryfs signs with EC P-256 (ES256) keys".into()),
-                other => return Err(format!("unsupported PEM type {other:?}")),
-            };
+            let der = STANDARD
+                .decode(body.as_bytes())
+                .map_err(|e| format!("bad PEM base64: {e}"))?;
+            let secret =
+                match label.as_str() {
+                    "EC PRIVATE KEY" => SecretKey::from_sec1_der(&der)
+                        .map_err(|e| format!("bad EC private key: {e}"))?,
+                    "PRIVATE KEY" => SecretKey::from_pkcs8_der(&der)
+                        .map_err(|e| format!("not a P-256 PKCS#8 key: {e}"))?,
+                    "RSA PRIVATE KEY" => return Err(
+                        "RSA keys are not supported: registryfs signs with EC P-256 (ES256) keys"
+                            .into(),
+                    ),
+                    other => return Err(format!("unsupported PEM type {other:?}")),
+                };
             return Ok(SigningKey::from_secret(&secret, extras));
         }
         match line.split_once(':') {
@@ -267,7 +322,10 @@ pub(crate) mod tests {
     #[test]
     fn key_id_and_jwk_match_libtrust() {
         let k = vector_key();
-        assert_eq!(k.kid(), "6HKZ:ISNX:E4LF:3ZZS:X4UD:GOAS:FOMW:FCTB:LEMP:5XDH:3B4P:77HU");
+        assert_eq!(
+            k.kid(),
+            "6HKZ:ISNX:E4LF:3ZZS:X4UD:GOAS:FOMW:FCTB:LEMP:5XDH:3B4P:77HU"
+        );
         assert_eq!(
             String::from_utf8(k.public_jwk_json()).unwrap(),
             r#"{"crv":"P-256","kid":"6HKZ:ISNX:E4LF:3ZZS:X4UD:GOAS:FOMW:FCTB:LEMP:5XDH:3B4P:77HU","kty":"EC","x":"UVw9brnjlrkE0_7Kf1T9zQzB6Ze_N13KUVrQpsO0A18","y":"RTa-OlDzGPv5pUdZAqIhUCvvDVfgjFOyzApW8X2fk1Q"}"#
@@ -288,7 +346,10 @@ pub(crate) mod tests {
         let loaded = SigningKey::load(&pem).expect("loads PEM");
         // libtrust carries PEM headers into the jwk.
         let jwk_text = String::from_utf8(loaded.public_jwk_json()).unwrap();
-        assert!(jwk_text.starts_with(r#"{"crv":"P-256","keyID":"6HKZ:"#), "{jwk_text}");
+        assert!(
+            jwk_text.starts_with(r#"{"crv":"P-256","keyID":"6HKZ:"#),
+            "{jwk_text}"
+        );
     }
 
     #[test]
@@ -296,9 +357,17 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cases: [(&str, &str, &str); 4] = [
             ("k.json", r#"{"kty":"RSA"}"#, "unsupported key type"),
-            ("k.json", r#"{"kty":"EC","crv":"P-256","d":"AQ","x":"","y":""}"#, "32 bytes"),
+            (
+                "k.json",
+                r#"{"kty":"EC","crv":"P-256","d":"AQ","x":"","y":""}"#,
+                "32 bytes",
+            ),
             ("k.pem", "nothing here", "no PEM block"),
-            ("k.pem", "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n", "RSA keys"),
+            (
+                "k.pem",
+                "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+                "RSA keys",
+            ),
         ];
         for (name, text, want) in cases {
             let path = dir.path().join(name);

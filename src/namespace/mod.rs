@@ -1,0 +1,319 @@
+//! The virtual namespace: path → folder or file content, with no FUSE in sight.
+//!
+//! ```text
+//! <repo>/tags/list
+//! <repo>/manifests/<tag>/{schema1,schema2,list,oci,oci-index}
+//! <repo>/manifests/sha256:<hex>/<kind>      stored bytes only
+//! <repo>/blobs/sha256:<hex>
+//! ```
+//! Repository names nest as folders. Both the CLI (`ls`, `cat`) and the FUSE adapter
+//! answer from here, so they always agree.
+
+mod path;
+mod representations;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::PlatformChoice;
+use crate::schema1::{SigningKey, EMPTY_LAYER_DIGEST, EMPTY_LAYER_TAR};
+use crate::store::{BlobFile, Store};
+use lru::LruCache;
+use std::num::NonZeroUsize;
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex};
+
+pub use path::{Location, Reference, REPOSITORY_SECTIONS};
+use representations::Schema1Key;
+
+/// How schema1 documents are produced.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub key: SigningKey,
+    /// Which manifest-list entry a tag's `schema2`/`schema1` come from.
+    pub platform: PlatformChoice,
+    /// Also convert OCI image manifests (registry 2.8 never does).
+    pub convert_oci: bool,
+    /// Convert images with foreign layers, dropping their URLs as registry 2.8 does.
+    pub allow_foreign_layers: bool,
+    /// Generated schema1 documents kept in memory.
+    pub cache_entries: usize,
+}
+
+/// A file's bytes: in memory (manifests, tag lists) or a blob file on disk.
+#[derive(Clone, Debug)]
+pub enum Content {
+    Bytes(Arc<[u8]>),
+    Blob { file: BlobFile, digest: Digest },
+}
+
+impl Content {
+    pub fn len(&self) -> u64 {
+        match self {
+            Content::Bytes(b) => b.len() as u64,
+            Content::Blob { file, .. } => file.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a path names.
+#[derive(Clone, Debug)]
+pub enum Node {
+    Dir,
+    File(Content),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub is_dir: bool,
+}
+
+/// A blob file's identity on disk; a verified hash stays valid while it is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+pub struct Namespace {
+    store: Arc<dyn Store>,
+    config: Settings,
+    schema1_cache: Mutex<LruCache<Schema1Key, Option<Arc<[u8]>>>>,
+    verified_blobs: Mutex<LruCache<FileIdentity, Digest>>,
+}
+
+const VERIFIED_BLOBS_REMEMBERED: usize = 16 * 1024;
+
+impl Namespace {
+    pub fn new(store: Arc<dyn Store>, config: Settings) -> Namespace {
+        let entries = NonZeroUsize::new(config.cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN);
+        let verified = NonZeroUsize::new(VERIFIED_BLOBS_REMEMBERED).unwrap_or(NonZeroUsize::MIN);
+        Namespace {
+            store,
+            config,
+            schema1_cache: Mutex::new(LruCache::new(entries)),
+            verified_blobs: Mutex::new(LruCache::new(verified)),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.config
+    }
+
+    /// What `path` names. Files come with their content (generated if need be), so the
+    /// size is exact and stays tied to these bytes.
+    pub fn lookup(&self, path: &str) -> Result<Node> {
+        let location = Location::parse(self.store.as_ref(), path)?;
+        self.lookup_location(&location, path)
+    }
+
+    pub fn lookup_location(&self, location: &Location, path: &str) -> Result<Node> {
+        let not_found = || Error::NotFound(path.to_string());
+        match location {
+            Location::RepoDir(_)
+            | Location::Manifests(_)
+            | Location::Blobs(_)
+            | Location::Tags(_) => Ok(Node::Dir),
+            Location::ManifestDir(repo, reference) => self
+                .manifest_exists(repo, reference)?
+                .then_some(Node::Dir)
+                .ok_or_else(not_found),
+            Location::ManifestFile(repo, reference, kind) => {
+                let reps = self
+                    .representations(repo, reference)?
+                    .ok_or_else(not_found)?;
+                reps.get(kind)
+                    .map(|b| Node::File(Content::Bytes(b.clone())))
+                    .ok_or_else(not_found)
+            }
+            Location::Blob(repo, digest) => self
+                .blob(repo, digest)?
+                .map(Node::File)
+                .ok_or_else(not_found),
+            Location::TagList(repo) => self
+                .tag_list(repo)?
+                .map(|b| Node::File(Content::Bytes(b)))
+                .ok_or_else(not_found),
+        }
+    }
+
+    /// The entries of the folder at `path`, sorted by name.
+    pub fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let location = Location::parse(self.store.as_ref(), path)?;
+        let dir = |name: &str| DirEntry {
+            name: name.to_string(),
+            is_dir: true,
+        };
+        let file = |name: &str| DirEntry {
+            name: name.to_string(),
+            is_dir: false,
+        };
+        let mut entries = match &location {
+            Location::RepoDir(prefix) => {
+                let is_repo = !prefix.is_empty() && self.store.is_repository(prefix)?;
+                let mut out: Vec<DirEntry> = self
+                    .store
+                    .child_names(prefix)?
+                    .into_iter()
+                    .filter(|n| !(is_repo && REPOSITORY_SECTIONS.contains(&n.as_str())))
+                    .map(|n| dir(&n))
+                    .collect();
+                if is_repo {
+                    out.extend(REPOSITORY_SECTIONS.iter().map(|s| dir(s)));
+                }
+                out
+            }
+            Location::Manifests(repo) => {
+                let mut out = Vec::new();
+                for tag in self.store.tags(repo)?.unwrap_or_default() {
+                    if self.store.tag_digest(repo, &tag).ok().flatten().is_some() {
+                        out.push(dir(&tag));
+                    }
+                }
+                out.extend(
+                    self.store
+                        .manifest_digests(repo)?
+                        .iter()
+                        .map(|d| dir(d.as_str())),
+                );
+                out
+            }
+            Location::ManifestDir(repo, reference) => {
+                let reps = self
+                    .representations(repo, reference)?
+                    .ok_or_else(|| Error::NotFound(path.to_string()))?;
+                reps.keys().map(|k| file(k.file_name())).collect()
+            }
+            Location::Blobs(repo) => {
+                let mut out: Vec<DirEntry> = self
+                    .store
+                    .blob_digests(repo)?
+                    .iter()
+                    .map(|d| file(d.as_str()))
+                    .collect();
+                out.push(file(EMPTY_LAYER_DIGEST));
+                out
+            }
+            Location::Tags(repo) => match self.store.tags(repo)? {
+                Some(_) => vec![file("list")],
+                None => Vec::new(),
+            },
+            Location::ManifestFile(..) | Location::Blob(..) | Location::TagList(..) => {
+                return Err(Error::Usage(format!("{path}: not a folder")));
+            }
+        };
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        entries.dedup_by(|a, b| a.name == b.name);
+        Ok(entries)
+    }
+
+    fn manifest_exists(&self, repo: &str, reference: &Reference) -> Result<bool> {
+        Ok(match reference {
+            Reference::Tag(tag) => self.store.tag_digest(repo, tag)?.is_some(),
+            Reference::Digest(d) => self.store.manifest(repo, d)?.is_some(),
+        })
+    }
+
+    /// A blob of the repository. The empty-layer tar is in every repository because
+    /// converted schema1 manifests point at it (registry 2.8 writes it on conversion).
+    fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<Content>> {
+        if let Some(file) = self.store.blob(repo, digest)? {
+            return Ok(Some(Content::Blob {
+                file,
+                digest: digest.clone(),
+            }));
+        }
+        Ok((digest.as_str() == EMPTY_LAYER_DIGEST)
+            .then(|| Content::Bytes(Arc::from(&EMPTY_LAYER_TAR[..]))))
+    }
+
+    /// `GET /v2/<repo>/tags/list` as registry 2.8.2 answers it: Go's JSON encoder output
+    /// with a trailing newline, tags in store order, `null` when there are none.
+    fn tag_list(&self, repo: &str) -> Result<Option<Arc<[u8]>>> {
+        let Some(tags) = self.store.tags(repo)? else {
+            return Ok(None);
+        };
+        let mut out = b"{\"name\":".to_vec();
+        crate::gojson::write_string(&mut out, repo.as_bytes());
+        out.extend_from_slice(b",\"tags\":");
+        if tags.is_empty() {
+            out.extend_from_slice(b"null");
+        } else {
+            out.push(b'[');
+            for (i, tag) in tags.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                crate::gojson::write_string(&mut out, tag.as_bytes());
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b"}\n");
+        Ok(Some(out.into()))
+    }
+
+    /// Checks that a blob file hashes to its digest before it is served. The verdict is
+    /// remembered while the file's inode, size and times stay the same.
+    pub fn verify_blob(&self, file: &BlobFile, digest: &Digest) -> Result<()> {
+        let meta = std::fs::metadata(&file.path).map_err(|e| Error::io(&file.path, e))?;
+        let identity = FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        };
+        if meta.len() != file.len {
+            return Err(Error::invalid(
+                &file.path,
+                "blob changed size while being served",
+            ));
+        }
+        if self
+            .verified_blobs
+            .lock()
+            .map(|mut c| c.get(&identity) == Some(digest))
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let actual = hash_file(&file.path)?;
+        if actual != *digest {
+            return Err(Error::invalid(
+                &file.path,
+                format!("blob data does not hash to {digest} (found {actual})"),
+            ));
+        }
+        if let Ok(mut cache) = self.verified_blobs.lock() {
+            cache.put(identity, digest.clone());
+        }
+        Ok(())
+    }
+}
+
+fn hash_file(path: &std::path::Path) -> Result<Digest> {
+    use sha2::{Digest as _, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Digest::parse(&format!(
+        "sha256:{}",
+        crate::digest::hex(&hasher.finalize())
+    ))
+    .map_err(|e| Error::invalid(path, e))
+}

@@ -1,0 +1,241 @@
+//! Which files a manifest folder holds, and their bytes.
+//!
+//! Mirrors what registry 2.8.2 answers for GET `/v2/<repo>/manifests/<ref>`: by tag, each
+//! representation a client could be served (stored, platform child, converted schema1);
+//! by digest, only the stored bytes (a stored schema1 signed, as the registry serves it).
+
+use super::Namespace;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::{self, Descriptor, Manifest, ManifestKind, ParsedManifest};
+use crate::schema1;
+use crate::store::MAX_DOCUMENT_BYTES;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::path::Reference;
+
+pub type Representations = BTreeMap<ManifestKind, Arc<[u8]>>;
+
+/// What a schema1 document depends on, so a cached one is never served for other inputs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Schema1Key {
+    repo: String,
+    tag: String,
+    manifest: Digest,
+    key_id: String,
+    platform: String,
+}
+
+impl Namespace {
+    fn stored_manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<(Arc<[u8]>, ParsedManifest)>> {
+        let Some(bytes) = self.store.manifest(repo, digest)? else {
+            return Ok(None);
+        };
+        let parsed = manifest::parse(&bytes).map_err(|e| {
+            Error::invalid(
+                format!("{repo}/manifests/{digest}"),
+                format!("stored manifest: {e}"),
+            )
+        })?;
+        Ok(Some((bytes, parsed)))
+    }
+
+    /// All representations of `repo`'s manifest `reference`, or None if unknown.
+    pub(super) fn representations(
+        &self,
+        repo: &str,
+        reference: &Reference,
+    ) -> Result<Option<Representations>> {
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => match self.store.tag_digest(repo, t)? {
+                Some(d) => d,
+                None => return Ok(None),
+            },
+        };
+        let Some((bytes, parsed)) = self.stored_manifest(repo, &digest)? else {
+            return Ok(None);
+        };
+        let mut out = Representations::new();
+        if parsed.kind == ManifestKind::Schema1 {
+            out.insert(
+                ManifestKind::Schema1,
+                self.sign_stored_schema1(repo, &digest, &bytes)?,
+            );
+            return Ok(Some(out));
+        }
+        out.insert(parsed.kind, bytes.clone());
+        let Reference::Tag(tag) = reference else {
+            return Ok(Some(out));
+        };
+
+        // By tag, a list (or, with --convert-oci, an OCI index) also offers its platform
+        // child, and an image manifest its schema1 conversion.
+        let (image_digest, image) = match &parsed.manifest {
+            Manifest::Index { manifests }
+                if parsed.kind == ManifestKind::List || self.config.convert_oci =>
+            {
+                let Some(child) = self.platform_child(repo, &digest, manifests)? else {
+                    return Ok(Some(out));
+                };
+                let (child_digest, child_bytes, child_parsed) = child;
+                if child_parsed.kind == ManifestKind::Schema1 {
+                    out.insert(
+                        ManifestKind::Schema1,
+                        self.sign_stored_schema1(repo, &child_digest, &child_bytes)?,
+                    );
+                    return Ok(Some(out));
+                }
+                if matches!(child_parsed.kind, ManifestKind::Schema2 | ManifestKind::Oci) {
+                    out.insert(child_parsed.kind, child_bytes.clone());
+                }
+                (child_digest, child_parsed)
+            }
+            Manifest::Image { .. } => (digest, parsed),
+            _ => return Ok(Some(out)),
+        };
+        let convertible = image.kind == ManifestKind::Schema2
+            || image.kind == ManifestKind::Oci && self.config.convert_oci;
+        if let (true, Manifest::Image { config, layers }) = (convertible, &image.manifest) {
+            if let Some(doc) = self.converted_schema1(repo, tag, &image_digest, config, layers) {
+                out.insert(ManifestKind::Schema1, doc);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// The list entry for the configured platform, loaded from the repository.
+    #[allow(clippy::type_complexity)]
+    fn platform_child(
+        &self,
+        repo: &str,
+        list_digest: &Digest,
+        manifests: &[Descriptor],
+    ) -> Result<Option<(Digest, Arc<[u8]>, ParsedManifest)>> {
+        let Some(entry) = self.config.platform.pick(manifests) else {
+            log::info!(
+                "{repo}@{list_digest}: no {} entry; no platform manifest or schema1",
+                self.config.platform
+            );
+            return Ok(None);
+        };
+        let child = Digest::parse(&entry.digest).map_err(|e| {
+            Error::invalid(
+                format!("{repo}/manifests/{list_digest}"),
+                format!("platform entry: {e}"),
+            )
+        })?;
+        Ok(self
+            .stored_manifest(repo, &child)?
+            .map(|(bytes, parsed)| (child, bytes, parsed)))
+    }
+
+    /// A converted, signed schema1 for `repo:tag`, from the cache when possible. None (and
+    /// one log line per cache miss) where the registry or our policy refuses.
+    fn converted_schema1(
+        &self,
+        repo: &str,
+        tag: &str,
+        manifest_digest: &Digest,
+        config: &Descriptor,
+        layers: &[Descriptor],
+    ) -> Option<Arc<[u8]>> {
+        let key = Schema1Key {
+            repo: repo.to_string(),
+            tag: tag.to_string(),
+            manifest: manifest_digest.clone(),
+            key_id: self.config.key.kid().to_string(),
+            platform: self.config.platform.to_string(),
+        };
+        if let Some(hit) = self.schema1_cache.lock().ok()?.get(&key) {
+            return hit.clone();
+        }
+        let result = self.convert(repo, tag, config, layers);
+        let doc = match result {
+            Ok(doc) => Some(doc),
+            Err(reason) => {
+                log::warn!("{repo}:{tag} ({manifest_digest}): no schema1: {reason}");
+                None
+            }
+        };
+        if let Ok(mut cache) = self.schema1_cache.lock() {
+            cache.put(key, doc.clone());
+        }
+        doc
+    }
+
+    fn convert(
+        &self,
+        repo: &str,
+        tag: &str,
+        config: &Descriptor,
+        layers: &[Descriptor],
+    ) -> std::result::Result<Arc<[u8]>, String> {
+        if !self.config.allow_foreign_layers {
+            if let Some(foreign) = layers.iter().find(|l| manifest::is_foreign_layer(l)) {
+                return Err(format!(
+                    "layer {} is a foreign layer and schema1 cannot carry its URLs (--allow-foreign-layers converts anyway, as registry 2.8 does)",
+                    foreign.digest
+                ));
+            }
+        }
+        let config_digest =
+            Digest::parse(&config.digest).map_err(|e| format!("config digest: {e}"))?;
+        let config_bytes = self
+            .read_document_blob(repo, &config_digest)
+            .map_err(|e| e.to_string())?;
+        let layer_digests: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
+        let payload = schema1::build_payload(repo, tag, &layer_digests, &config_bytes)?;
+        let signed = schema1::jws::sign(&payload.bytes, &self.config.key, &payload.signing_time)?;
+        Ok(signed.into())
+    }
+
+    /// A config blob linked into the repository, read whole and checked.
+    fn read_document_blob(&self, repo: &str, digest: &Digest) -> Result<Vec<u8>> {
+        let blob = self
+            .store
+            .blob(repo, digest)?
+            .ok_or_else(|| Error::NotFound(format!("config blob {digest} is not in {repo}")))?;
+        crate::store::read_blob_verified(&blob, digest, MAX_DOCUMENT_BYTES)
+    }
+
+    /// A stored schema1 payload, signed with our key as registry 2.8.2 re-signs it on
+    /// every GET. Its digest is still the stored payload's.
+    fn sign_stored_schema1(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        payload: &[u8],
+    ) -> Result<Arc<[u8]>> {
+        let time = stored_schema1_time(payload);
+        schema1::jws::sign(payload, &self.config.key, &time)
+            .map(Into::into)
+            .map_err(|e| {
+                Error::invalid(
+                    format!("{repo}/manifests/{digest}"),
+                    format!("stored schema1: {e}"),
+                )
+            })
+    }
+}
+
+/// The signing time for a stored schema1: the top history entry's `created` in UTC.
+fn stored_schema1_time(payload: &[u8]) -> String {
+    let created = || -> Option<String> {
+        let doc: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        let v1 = doc
+            .get("history")?
+            .get(0)?
+            .get("v1Compatibility")?
+            .as_str()?;
+        let v1: serde_json::Value = serde_json::from_str(v1).ok()?;
+        let token = serde_json::to_vec(v1.get("created")?).ok()?;
+        crate::gotime::GoTime::parse_json_token(&token)?.to_utc_seconds()
+    };
+    created().unwrap_or_else(|| schema1::convert::FALLBACK_SIGNING_TIME.to_string())
+}

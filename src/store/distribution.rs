@@ -1,0 +1,200 @@
+//! distribution's (registry:2) filesystem layout, read as registry 2.8.2 reads it.
+//!
+//! ```text
+//! blobs/sha256/<xx>/<hex>/data
+//! repositories/<name…>/_layers/sha256/<hex>/link
+//! repositories/<name…>/_manifests/revisions/sha256/<hex>/link
+//! repositories/<name…>/_manifests/tags/<tag>/current/link
+//! ```
+
+use super::fsutil::{read_verified, Root};
+use super::{BlobFile, Store, MAX_DOCUMENT_BYTES};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::grammar::{is_path_component, is_repository_name, is_tag};
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub struct DistributionStore {
+    root: Root,
+}
+
+/// A folder name that can be part of a repository name: a path component, or (first
+/// position only) a domain such as `Library` that the name grammar also allows.
+fn is_name_part(prefix: &str, child: &str) -> bool {
+    let name = if prefix.is_empty() {
+        child.to_string()
+    } else {
+        format!("{prefix}/{child}")
+    };
+    !child.starts_with('_')
+        && (is_path_component(child)
+            || prefix.is_empty() && is_repository_name(&format!("{child}/x")))
+        && name.len() <= crate::grammar::NAME_MAX_LEN
+}
+
+fn repo_dir(repo: &str) -> String {
+    format!("repositories/{repo}")
+}
+
+impl DistributionStore {
+    /// `v2` is the `docker/registry/v2` folder.
+    pub fn open(v2: &Path) -> Result<DistributionStore> {
+        let root = Root::new(v2)?;
+        Ok(DistributionStore { root })
+    }
+
+    /// Lists `<alg>/<hex>` link folders below `rel` that hold a `link` file, returning
+    /// the digests their paths name (lower-case sha256 only: the names we can serve).
+    fn linked_digests(&self, rel: &str) -> Result<Vec<Digest>> {
+        let Some(entries) = self.root.read_dir(&format!("{rel}/sha256"))? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (hex, is_dir) in entries {
+            let Ok(digest) = Digest::parse(&format!("sha256:{hex}")) else {
+                continue;
+            };
+            if is_dir
+                && digest.sha256_hex().is_some()
+                && self
+                    .root
+                    .regular_file(&format!("{rel}/sha256/{hex}/link"))?
+                    .is_some()
+            {
+                out.push(digest);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Follows a repository link to the blob's data file. The link must name the digest
+    /// we were asked for: an alias link would serve other bytes under this digest.
+    fn linked_data(&self, link_rel: &str, digest: &Digest) -> Result<Option<BlobFile>> {
+        let Some(target) = self.root.read_link(link_rel)? else {
+            return Ok(None);
+        };
+        if target != *digest {
+            return Err(Error::invalid(
+                self.root.dir.join(link_rel),
+                format!("link names {target}, not {digest}; registryfs serves content only under its own digest"),
+            ));
+        }
+        let Some(hex) = digest.sha256_hex() else {
+            return Ok(None);
+        };
+        let data = format!("blobs/sha256/{}/{hex}/data", &hex[..2]);
+        Ok(self
+            .root
+            .regular_file(&data)?
+            .map(|(path, len)| BlobFile { path, len }))
+    }
+}
+
+impl Store for DistributionStore {
+    fn child_names(&self, prefix: &str) -> Result<Vec<String>> {
+        let rel = if prefix.is_empty() {
+            "repositories".to_string()
+        } else {
+            repo_dir(prefix)
+        };
+        let mut names: Vec<String> = self
+            .root
+            .read_dir(&rel)?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(name, is_dir)| *is_dir && is_name_part(prefix, name))
+            .map(|(name, _)| name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn has_child(&self, prefix: &str, child: &str) -> Result<bool> {
+        if !is_name_part(prefix, child) {
+            return Ok(false);
+        }
+        let name = if prefix.is_empty() {
+            child.to_string()
+        } else {
+            format!("{prefix}/{child}")
+        };
+        self.root.is_dir(&repo_dir(&name))
+    }
+
+    fn is_repository(&self, name: &str) -> Result<bool> {
+        if !is_repository_name(name) {
+            return Ok(false);
+        }
+        Ok(self
+            .root
+            .is_dir(&format!("{}/_manifests", repo_dir(name)))?
+            || self.root.is_dir(&format!("{}/_layers", repo_dir(name)))?)
+    }
+
+    fn tags(&self, repo: &str) -> Result<Option<Vec<String>>> {
+        // registry 2.8.2 lists every entry of the tags folder in readdir order, unsorted.
+        let entries = self
+            .root
+            .read_dir(&format!("{}/_manifests/tags", repo_dir(repo)))?;
+        Ok(entries.map(|e| e.into_iter().map(|(name, _)| name).collect()))
+    }
+
+    fn tag_digest(&self, repo: &str, tag: &str) -> Result<Option<Digest>> {
+        if !is_tag(tag) {
+            return Ok(None);
+        }
+        self.root.read_link(&format!(
+            "{}/_manifests/tags/{tag}/current/link",
+            repo_dir(repo)
+        ))
+    }
+
+    fn manifest_digests(&self, repo: &str) -> Result<Vec<Digest>> {
+        self.linked_digests(&format!("{}/_manifests/revisions", repo_dir(repo)))
+    }
+
+    fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Arc<[u8]>>> {
+        let Some(hex) = digest.sha256_hex() else {
+            return Ok(None);
+        };
+        let revision = format!("{}/_manifests/revisions/sha256/{hex}/link", repo_dir(repo));
+        // registry 2.1.0 linked manifests under _layers; 2.8.2 still falls back to it.
+        let link = if self.root.regular_file(&revision)?.is_some() {
+            revision
+        } else {
+            format!("{}/_layers/sha256/{hex}/link", repo_dir(repo))
+        };
+        let Some(blob) = self.linked_data(&link, digest)? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            read_verified(&blob.path, digest, MAX_DOCUMENT_BYTES)?.into(),
+        ))
+    }
+
+    fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for digest in self.linked_digests(&format!("{}/_layers", repo_dir(repo)))? {
+            // Only list blobs whose data is there: garbage collection leaves links behind.
+            match self.blob(repo, &digest) {
+                Ok(Some(_)) => out.push(digest),
+                Ok(None) => {}
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>> {
+        let Some(hex) = digest.sha256_hex() else {
+            return Ok(None);
+        };
+        self.linked_data(
+            &format!("{}/_layers/sha256/{hex}/link", repo_dir(repo)),
+            digest,
+        )
+    }
+}

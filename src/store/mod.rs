@@ -1,0 +1,94 @@
+//! Read-only access to a registry store: distribution's filesystem layout or an OCI
+//! image layout. Everything that reaches the namespace goes through [`Store`].
+
+mod distribution;
+mod fsutil;
+mod oci_layout;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use distribution::DistributionStore;
+pub use oci_layout::OciLayoutStore;
+
+/// Largest manifest or config registry 2.8.2 reads (`4<<20`; exactly 4 MiB is allowed).
+pub const MAX_DOCUMENT_BYTES: u64 = 4 << 20;
+
+/// A blob's bytes on disk. Not yet checked against its digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobFile {
+    pub path: PathBuf,
+    pub len: u64,
+}
+
+pub trait Store: Send + Sync {
+    /// Names of the folders directly below the repository-name prefix `prefix` ("" for the
+    /// top), in byte order: each may be a repository, hold repositories, or both.
+    fn child_names(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Whether `prefix/child` is such a folder.
+    fn has_child(&self, prefix: &str, child: &str) -> Result<bool>;
+
+    /// Whether `name` is a repository (has manifests or blobs).
+    fn is_repository(&self, name: &str) -> Result<bool>;
+
+    /// The repository's tags in the registry's order, or None if it has no tag folder.
+    fn tags(&self, repo: &str) -> Result<Option<Vec<String>>>;
+
+    /// The manifest digest a tag points at, or None for an unknown tag.
+    fn tag_digest(&self, repo: &str, tag: &str) -> Result<Option<Digest>>;
+
+    /// Digests of the repository's manifests.
+    fn manifest_digests(&self, repo: &str) -> Result<Vec<Digest>>;
+
+    /// A manifest's stored bytes, checked against `digest`, or None if the repository
+    /// does not have it.
+    fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Arc<[u8]>>>;
+
+    /// Digests of the blobs linked into the repository.
+    fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>>;
+
+    /// Where a blob linked into the repository lives, or None.
+    fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>>;
+}
+
+/// Options that only apply to some layouts.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// Repository name for an OCI layout's plain tags (default: the folder's name).
+    pub oci_repository: Option<String>,
+}
+
+/// Opens `root` as whichever layout it holds.
+pub fn open(root: &Path, options: &OpenOptions) -> Result<Arc<dyn Store>> {
+    let meta = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
+    if !meta.is_dir() {
+        return Err(Error::invalid(root, "a store must be a directory"));
+    }
+    let v2 = root.join("docker/registry/v2");
+    if v2.is_dir() {
+        return Ok(Arc::new(DistributionStore::open(&v2)?));
+    }
+    if root.join("repositories").is_dir()
+        || root.join("blobs").is_dir() && !root.join("oci-layout").exists()
+    {
+        return Ok(Arc::new(DistributionStore::open(root)?));
+    }
+    if root.join("oci-layout").is_file() {
+        return Ok(Arc::new(OciLayoutStore::open(
+            root,
+            options.oci_repository.as_deref(),
+        )?));
+    }
+    Err(Error::invalid(
+        root,
+        "not a registry store: expected docker/registry/v2 (distribution) or an oci-layout file (OCI image layout)",
+    ))
+}
+
+/// Reads a small blob (a config) whole and checks it hashes to `digest`.
+pub fn read_blob_verified(blob: &BlobFile, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
+    fsutil::read_verified(&blob.path, digest, limit)
+}
