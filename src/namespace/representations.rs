@@ -33,16 +33,12 @@ impl Namespace {
         repo: &str,
         digest: &Digest,
     ) -> Result<Option<(Arc<[u8]>, ParsedManifest)>> {
-        let Some(bytes) = self.store.manifest(repo, digest)? else {
+        let Some(doc) = self.store.manifest(repo, digest)? else {
             return Ok(None);
         };
-        let parsed = manifest::parse(&bytes).map_err(|e| {
-            Error::invalid(
-                format!("{repo}/manifests/{digest}"),
-                format!("stored manifest: {e}"),
-            )
-        })?;
-        Ok(Some((bytes, parsed)))
+        let parsed = manifest::parse(&doc.bytes)
+            .map_err(|e| Error::invalid(&doc.path, format!("manifest {digest}: {e}")))?;
+        Ok(Some((doc.bytes, parsed)))
     }
 
     /// All representations of `repo`'s manifest `reference`, or None if unknown.

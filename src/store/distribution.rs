@@ -8,12 +8,11 @@
 //! ```
 
 use super::fsutil::{read_verified, Root};
-use super::{BlobFile, Store, MAX_DOCUMENT_BYTES};
+use super::{BlobFile, Document, Store, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar::{is_path_component, is_repository_name, is_tag};
 use std::path::Path;
-use std::sync::Arc;
 
 #[derive(Debug)]
 pub struct DistributionStore {
@@ -156,7 +155,7 @@ impl Store for DistributionStore {
         self.linked_digests(&format!("{}/_manifests/revisions", repo_dir(repo)))
     }
 
-    fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Arc<[u8]>>> {
+    fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Document>> {
         let Some(hex) = digest.sha256_hex() else {
             return Ok(None);
         };
@@ -170,9 +169,11 @@ impl Store for DistributionStore {
         let Some(blob) = self.linked_data(&link, digest)? else {
             return Ok(None);
         };
-        Ok(Some(
-            read_verified(&blob.path, digest, MAX_DOCUMENT_BYTES)?.into(),
-        ))
+        let bytes = read_verified(&blob.path, digest, MAX_DOCUMENT_BYTES)?.into();
+        Ok(Some(Document {
+            path: blob.path,
+            bytes,
+        }))
     }
 
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>> {

@@ -23,6 +23,13 @@ pub struct BlobFile {
     pub len: u64,
 }
 
+/// A small stored document (manifest) and the file it was read from.
+#[derive(Clone, Debug)]
+pub struct Document {
+    pub path: PathBuf,
+    pub bytes: Arc<[u8]>,
+}
+
 pub trait Store: Send + Sync {
     /// Names of the folders directly below the repository-name prefix `prefix` ("" for the
     /// top), in byte order: each may be a repository, hold repositories, or both.
@@ -45,7 +52,7 @@ pub trait Store: Send + Sync {
 
     /// A manifest's stored bytes, checked against `digest`, or None if the repository
     /// does not have it.
-    fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Arc<[u8]>>>;
+    fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Document>>;
 
     /// Digests of the blobs linked into the repository.
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>>;

@@ -6,14 +6,13 @@
 //! (nested indexes included) and every blob is shared by all repositories of the layout.
 
 use super::fsutil::{read_verified, Root};
-use super::{BlobFile, Store, MAX_DOCUMENT_BYTES};
+use super::{BlobFile, Document, Store, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar::{is_repository_name, is_tag};
 use crate::manifest::{self, Manifest};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// How deep nested indexes are followed; deeper ones are logged and skipped.
@@ -70,14 +69,15 @@ impl OciLayoutStore {
         })
     }
 
-    fn read_manifest_blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
+    fn read_manifest_blob(&self, digest: &Digest) -> Result<Option<Document>> {
         let Some(hex) = digest.sha256_hex() else {
             return Ok(None);
         };
         let Some((path, _)) = self.root.regular_file(&format!("blobs/sha256/{hex}"))? else {
             return Ok(None);
         };
-        read_verified(&path, digest, MAX_DOCUMENT_BYTES).map(Some)
+        let bytes = read_verified(&path, digest, MAX_DOCUMENT_BYTES)?.into();
+        Ok(Some(Document { path, bytes }))
     }
 
     fn index(&self) -> Result<Index> {
@@ -147,11 +147,11 @@ impl OciLayoutStore {
             return;
         }
         match self.read_manifest_blob(digest) {
-            Ok(Some(bytes)) => {
+            Ok(Some(doc)) => {
                 if let Ok(manifest::ParsedManifest {
                     manifest: Manifest::Index { manifests },
                     ..
-                }) = manifest::parse(&bytes)
+                }) = manifest::parse(&doc.bytes)
                 {
                     for child in manifests
                         .iter()
@@ -240,11 +240,11 @@ impl Store for OciLayoutStore {
         Ok(out)
     }
 
-    fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Arc<[u8]>>> {
+    fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Document>> {
         if !self.is_repository(repo)? || !self.index()?.manifests.contains(digest) {
             return Ok(None);
         }
-        Ok(self.read_manifest_blob(digest)?.map(Into::into))
+        self.read_manifest_blob(digest)
     }
 
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>> {
