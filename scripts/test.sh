@@ -1,0 +1,14 @@
+#!/bin/sh
+# The whole test suite, as CI runs it (.ci/run): system packages, format and lint
+# checks, unit and integration tests (including real FUSE mounts), then the oracle
+# comparison against Debian's docker-registry 2.8.2.
+set -eu
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo build
+scripts/build-libtrust-verify.sh >/dev/null
+cargo test
+python3 tests/oracle/run.py --registryfs target/debug/registryfs
