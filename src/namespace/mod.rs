@@ -173,8 +173,12 @@ impl Namespace {
             Location::Manifests(repo) => {
                 let mut out = Vec::new();
                 for tag in self.store.tags(repo)?.unwrap_or_default() {
-                    if self.store.tag_digest(repo, &tag).ok().flatten().is_some() {
-                        out.push(dir(&tag));
+                    // Listed only if a lookup would find it; a broken tag is logged.
+                    let reference = Reference::Tag(tag.clone());
+                    match self.manifest_exists(repo, &reference) {
+                        Ok(true) => out.push(dir(&tag)),
+                        Ok(false) => {}
+                        Err(e) => log::warn!("{e}"),
                     }
                 }
                 out.extend(
@@ -215,10 +219,15 @@ impl Namespace {
     }
 
     fn manifest_exists(&self, repo: &str, reference: &Reference) -> Result<bool> {
-        Ok(match reference {
-            Reference::Tag(tag) => self.store.tag_digest(repo, tag)?.is_some(),
-            Reference::Digest(d) => self.store.manifest(repo, d)?.is_some(),
-        })
+        // A tag whose revision is gone is unknown to the registry too (404).
+        let digest = match reference {
+            Reference::Tag(tag) => match self.store.tag_digest(repo, tag)? {
+                Some(d) => d,
+                None => return Ok(false),
+            },
+            Reference::Digest(d) => d.clone(),
+        };
+        self.store.has_manifest(repo, &digest)
     }
 
     /// A blob of the repository. The empty-layer tar is in every repository because

@@ -90,6 +90,21 @@ impl DistributionStore {
             .regular_file(&data)?
             .map(|(path, len)| BlobFile { path, len }))
     }
+
+    /// The data file of a manifest revision of `repo`.
+    fn manifest_data(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>> {
+        let Some(hex) = digest.sha256_hex() else {
+            return Ok(None);
+        };
+        let revision = format!("{}/_manifests/revisions/sha256/{hex}/link", repo_dir(repo));
+        // registry 2.1.0 linked manifests under _layers; 2.8.2 still falls back to it.
+        let link = if self.root.regular_file(&revision)?.is_some() {
+            revision
+        } else {
+            format!("{}/_layers/sha256/{hex}/link", repo_dir(repo))
+        };
+        self.linked_data(&link, digest)
+    }
 }
 
 impl Store for DistributionStore {
@@ -156,17 +171,7 @@ impl Store for DistributionStore {
     }
 
     fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Document>> {
-        let Some(hex) = digest.sha256_hex() else {
-            return Ok(None);
-        };
-        let revision = format!("{}/_manifests/revisions/sha256/{hex}/link", repo_dir(repo));
-        // registry 2.1.0 linked manifests under _layers; 2.8.2 still falls back to it.
-        let link = if self.root.regular_file(&revision)?.is_some() {
-            revision
-        } else {
-            format!("{}/_layers/sha256/{hex}/link", repo_dir(repo))
-        };
-        let Some(blob) = self.linked_data(&link, digest)? else {
+        let Some(blob) = self.manifest_data(repo, digest)? else {
             return Ok(None);
         };
         let bytes = read_verified(&blob.path, digest, MAX_DOCUMENT_BYTES)?.into();
@@ -174,6 +179,10 @@ impl Store for DistributionStore {
             path: blob.path,
             bytes,
         }))
+    }
+
+    fn has_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        Ok(self.manifest_data(repo, digest)?.is_some())
     }
 
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>> {

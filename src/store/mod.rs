@@ -54,6 +54,11 @@ pub trait Store: Send + Sync {
     /// does not have it.
     fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Document>>;
 
+    /// Whether the repository has the manifest, without reading it (link and data exist).
+    fn has_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        Ok(self.manifest(repo, digest)?.is_some())
+    }
+
     /// Digests of the blobs linked into the repository.
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>>;
 
