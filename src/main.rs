@@ -66,8 +66,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    // ls and cat explain failures in their error message; a mount logs what it refuses.
+    let default_level = match cli.command {
+        Command::Ls { .. } | Command::Cat { .. } => "error",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
     let result = match &cli.command {
         Command::Ls { store, path } => ls(&cli.options, store, path.as_deref().unwrap_or("")),
         Command::Cat { store, path } => cat(&cli.options, store, path),
@@ -91,7 +97,7 @@ fn namespace(
         Some(path) => SigningKey::load(path)?,
         None => {
             if warn_throwaway_key {
-                log::warn!("no --signing-key: schema1 is signed with a throwaway key (see `registryfs keygen`)");
+                eprintln!("registryfs: warning: no --signing-key: schema1 is signed with a throwaway key (see `registryfs keygen`)");
             }
             SigningKey::generate()?
         }

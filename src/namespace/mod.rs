@@ -14,7 +14,7 @@ mod representations;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::PlatformChoice;
+use crate::manifest::{ManifestKind, PlatformChoice};
 use crate::schema1::{SigningKey, EMPTY_LAYER_DIGEST, EMPTY_LAYER_TAR};
 use crate::store::{BlobFile, Store};
 use lru::LruCache;
@@ -82,10 +82,13 @@ struct FileIdentity {
     ctime_ns: i128,
 }
 
+/// A generated schema1 document, or why there is none (cached either way).
+type Schema1Result = std::result::Result<Arc<[u8]>, String>;
+
 pub struct Namespace {
     store: Arc<dyn Store>,
     config: Settings,
-    schema1_cache: Mutex<LruCache<Schema1Key, Option<Arc<[u8]>>>>,
+    schema1_cache: Mutex<LruCache<Schema1Key, Schema1Result>>,
     verified_blobs: Mutex<LruCache<FileIdentity, Digest>>,
 }
 
@@ -129,9 +132,15 @@ impl Namespace {
                 let reps = self
                     .representations(repo, reference)?
                     .ok_or_else(not_found)?;
-                reps.get(kind)
-                    .map(|b| Node::File(Content::Bytes(b.clone())))
-                    .ok_or_else(not_found)
+                if let Some(bytes) = reps.files.get(kind) {
+                    return Ok(Node::File(Content::Bytes(bytes.clone())));
+                }
+                match (&reps.no_schema1_because, kind) {
+                    (Some(reason), ManifestKind::Schema1) => {
+                        Err(Error::NotFound(format!("{path} ({reason})")))
+                    }
+                    _ => Err(not_found()),
+                }
             }
             Location::Blob(repo, digest) => self
                 .blob(repo, digest)?
@@ -193,7 +202,7 @@ impl Namespace {
                 let reps = self
                     .representations(repo, reference)?
                     .ok_or_else(|| Error::NotFound(path.to_string()))?;
-                reps.keys().map(|k| file(k.file_name())).collect()
+                reps.files.keys().map(|k| file(k.file_name())).collect()
             }
             Location::Blobs(repo) => {
                 let mut out: Vec<DirEntry> = self

@@ -15,7 +15,23 @@ use std::sync::Arc;
 
 use super::path::Reference;
 
-pub type Representations = BTreeMap<ManifestKind, Arc<[u8]>>;
+/// The files of a manifest folder, and why there is no `schema1` when there is none.
+#[derive(Debug, Default)]
+pub struct Representations {
+    pub files: BTreeMap<ManifestKind, Arc<[u8]>>,
+    pub no_schema1_because: Option<String>,
+}
+
+impl Representations {
+    fn insert(&mut self, kind: ManifestKind, bytes: Arc<[u8]>) {
+        self.files.insert(kind, bytes);
+    }
+
+    fn refuse_schema1(mut self, reason: impl Into<String>) -> Option<Representations> {
+        self.no_schema1_because = Some(reason.into());
+        Some(self)
+    }
+}
 
 /// What a schema1 document depends on, so a cached one is never served for other inputs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -57,7 +73,7 @@ impl Namespace {
         let Some((bytes, parsed)) = self.stored_manifest(repo, &digest)? else {
             return Ok(None);
         };
-        let mut out = Representations::new();
+        let mut out = Representations::default();
         if parsed.kind == ManifestKind::Schema1 {
             out.insert(
                 ManifestKind::Schema1,
@@ -67,7 +83,9 @@ impl Namespace {
         }
         out.insert(parsed.kind, bytes.clone());
         let Reference::Tag(tag) = reference else {
-            return Ok(Some(out));
+            return Ok(out.refuse_schema1(
+                "schema1 is generated for tags only; a digest names the stored bytes",
+            ));
         };
 
         // By tag, a list (or, with --convert-oci, an OCI index) also offers its platform
@@ -76,8 +94,9 @@ impl Namespace {
             Manifest::Index { manifests }
                 if parsed.kind == ManifestKind::List || self.config.convert_oci =>
             {
-                let Some(child) = self.platform_child(repo, &digest, manifests)? else {
-                    return Ok(Some(out));
+                let child = match self.platform_child(repo, &digest, manifests)? {
+                    Ok(child) => child,
+                    Err(reason) => return Ok(out.refuse_schema1(reason)),
                 };
                 let (child_digest, child_bytes, child_parsed) = child;
                 if child_parsed.kind == ManifestKind::Schema1 {
@@ -93,32 +112,41 @@ impl Namespace {
                 (child_digest, child_parsed)
             }
             Manifest::Image { .. } => (digest, parsed),
-            _ => return Ok(Some(out)),
+            _ => {
+                return Ok(out.refuse_schema1("an OCI index offers schema1 only with --convert-oci"))
+            }
         };
         let convertible = image.kind == ManifestKind::Schema2
             || image.kind == ManifestKind::Oci && self.config.convert_oci;
-        if let (true, Manifest::Image { config, layers }) = (convertible, &image.manifest) {
-            if let Some(doc) = self.converted_schema1(repo, tag, &image_digest, config, layers) {
-                out.insert(ManifestKind::Schema1, doc);
-            }
+        let Manifest::Image { config, layers } = &image.manifest else {
+            return Ok(out.refuse_schema1("the platform entry is not an image manifest"));
+        };
+        if !convertible {
+            return Ok(
+                out.refuse_schema1("OCI image manifests are converted only with --convert-oci")
+            );
+        }
+        match self.converted_schema1(repo, tag, &image_digest, config, layers) {
+            Ok(doc) => out.insert(ManifestKind::Schema1, doc),
+            Err(reason) => return Ok(out.refuse_schema1(reason)),
         }
         Ok(Some(out))
     }
 
-    /// The list entry for the configured platform, loaded from the repository.
+    /// The list entry for the configured platform, loaded from the repository; or why
+    /// there is none.
     #[allow(clippy::type_complexity)]
     fn platform_child(
         &self,
         repo: &str,
         list_digest: &Digest,
         manifests: &[Descriptor],
-    ) -> Result<Option<(Digest, Arc<[u8]>, ParsedManifest)>> {
+    ) -> Result<std::result::Result<(Digest, Arc<[u8]>, ParsedManifest), String>> {
         let Some(entry) = self.config.platform.pick(manifests) else {
-            log::info!(
-                "{repo}@{list_digest}: no {} entry; no platform manifest or schema1",
+            return Ok(Err(format!(
+                "the list has no {} entry",
                 self.config.platform
-            );
-            return Ok(None);
+            )));
         };
         let child = Digest::parse(&entry.digest).map_err(|e| {
             Error::invalid(
@@ -126,13 +154,17 @@ impl Namespace {
                 format!("platform entry: {e}"),
             )
         })?;
-        Ok(self
-            .stored_manifest(repo, &child)?
-            .map(|(bytes, parsed)| (child, bytes, parsed)))
+        Ok(match self.stored_manifest(repo, &child)? {
+            Some((bytes, parsed)) => Ok((child, bytes, parsed)),
+            None => Err(format!(
+                "its {} entry {child} is not in {repo}",
+                self.config.platform
+            )),
+        })
     }
 
-    /// A converted, signed schema1 for `repo:tag`, from the cache when possible. None (and
-    /// one log line per cache miss) where the registry or our policy refuses.
+    /// A converted, signed schema1 for `repo:tag`, from the cache when possible; or why the
+    /// registry (or our policy) refuses, logged once per cache miss.
     fn converted_schema1(
         &self,
         repo: &str,
@@ -140,7 +172,7 @@ impl Namespace {
         manifest_digest: &Digest,
         config: &Descriptor,
         layers: &[Descriptor],
-    ) -> Option<Arc<[u8]>> {
+    ) -> std::result::Result<Arc<[u8]>, String> {
         let key = Schema1Key {
             repo: repo.to_string(),
             tag: tag.to_string(),
@@ -148,21 +180,22 @@ impl Namespace {
             key_id: self.config.key.kid().to_string(),
             platform: self.config.platform.to_string(),
         };
-        if let Some(hit) = self.schema1_cache.lock().ok()?.get(&key) {
-            return hit.clone();
+        if let Some(hit) = self
+            .schema1_cache
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(&key).cloned())
+        {
+            return hit;
         }
         let result = self.convert(repo, tag, config, layers);
-        let doc = match result {
-            Ok(doc) => Some(doc),
-            Err(reason) => {
-                log::warn!("{repo}:{tag} ({manifest_digest}): no schema1: {reason}");
-                None
-            }
-        };
-        if let Ok(mut cache) = self.schema1_cache.lock() {
-            cache.put(key, doc.clone());
+        if let Err(reason) = &result {
+            log::warn!("{repo}:{tag} ({manifest_digest}): no schema1: {reason}");
         }
-        doc
+        if let Ok(mut cache) = self.schema1_cache.lock() {
+            cache.put(key, result.clone());
+        }
+        result
     }
 
     fn convert(

@@ -41,7 +41,12 @@ pub fn build_payload(
     config: &[u8],
 ) -> Result<Payload, String> {
     for layer in layers {
-        Digest::parse(layer).map_err(|e| format!("layer digest: {e}"))?;
+        let digest = Digest::parse(layer).map_err(|e| format!("layer digest: {e}"))?;
+        // Debian's registry 2.8.2 (the oracle) is built with go-digest 1.0.0, which
+        // rejects upper-case hex that the upstream build's older go-digest accepted.
+        if digest.encoded().bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(format!("layer digest {layer}: upper-case hex is invalid"));
+        }
     }
     let img = ImageConfig::decode(config).map_err(|e| format!("config: {e}"))?;
     let history = img.history.as_slice();
@@ -266,6 +271,7 @@ pub(crate) mod tests {
     fn refusals_match_registry() {
         let layer = format!("sha256:{}", "a".repeat(64));
         let one = [layer.as_str()];
+        let upper = format!("sha256:{}", "A".repeat(64));
         let cases = [
             (
                 r#"{"rootfs":{"diff_ids":["x"]}}"#,
@@ -287,6 +293,11 @@ pub(crate) mod tests {
                 r#"{"history":[{}],"rootfs":{"diff_ids":["x"]}}"#,
                 &["sha256:abc"][..],
                 "layer digest",
+            ),
+            (
+                r#"{"history":[{}],"rootfs":{"diff_ids":["x"]}}"#,
+                &[upper.as_str()][..],
+                "upper-case hex",
             ),
         ];
         for (config, layers, want) in cases {
