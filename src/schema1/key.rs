@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use p256::ecdsa::SigningKey as EcdsaKey;
-use p256::elliptic_curve::sec1::ToEncodedPoint;
+use p256::elliptic_curve::sec1::ToSec1Point;
 use p256::pkcs8::DecodePrivateKey;
 use p256::SecretKey;
 use sha2::{Digest as _, Sha256};
@@ -41,7 +41,7 @@ impl std::fmt::Debug for SigningKey {
 
 impl SigningKey {
     fn from_secret(secret: &SecretKey, extras: BTreeMap<String, Vec<u8>>) -> SigningKey {
-        let point = secret.public_key().to_encoded_point(false);
+        let point = secret.public_key().to_sec1_point(false);
         let mut x = [0u8; 32];
         let mut y = [0u8; 32];
         // An uncompressed non-identity point always has both coordinates.

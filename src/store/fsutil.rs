@@ -1,55 +1,108 @@
 //! File access confined to the store root.
 //!
 //! Names come from the store and from users; both are validated against the registry
-//! grammar before they are joined into paths, and symlinks are followed only while they
-//! stay inside the store.
+//! grammar before they are joined into paths. Every path is then opened with Linux's
+//! `openat2(RESOLVE_BENEATH)` relative to the root, so the kernel follows symlinks only
+//! while they stay inside the store, in one system call (`canonicalize` costs one
+//! `lstat` per path component, which dominated cold lookups).
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use std::ffi::CString;
+use std::fs::File;
 use std::io::{ErrorKind, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// A store root, canonicalised so that resolved paths can be checked against it.
+/// `struct open_how` of linux/openat2.h (libc's is non-exhaustive).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// A store root, canonicalised so that error messages show real paths.
 #[derive(Debug)]
 pub struct Root {
     pub dir: PathBuf,
+    fd: OwnedFd,
 }
 
 impl Root {
     pub fn new(dir: &Path) -> Result<Root> {
         let dir = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
-        Ok(Root { dir })
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(&dir)
+            .map_err(|e| Error::io(&dir, e))?;
+        Ok(Root {
+            dir,
+            fd: file.into(),
+        })
     }
 
-    /// Resolves `rel` inside the root: None if it does not exist, an error if a symlink
+    /// Opens `rel` below the root: None if it does not exist, an error if a symlink
     /// leads out of the store.
-    pub fn resolve(&self, rel: &str) -> Result<Option<PathBuf>> {
+    fn open(&self, rel: &str, flags: libc::c_int) -> Result<Option<File>> {
         let path = self.dir.join(rel);
-        match path.canonicalize() {
-            Ok(real) if real.starts_with(&self.dir) => Ok(Some(real)),
-            Ok(real) => Err(Error::invalid(
-                &path,
-                format!("symlink leads outside the store (to {})", real.display()),
-            )),
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-                Ok(None)
+        let c_rel =
+            CString::new(rel).map_err(|_| Error::invalid(&path, "name contains a NUL byte"))?;
+        let how = OpenHow {
+            flags: (flags | libc::O_CLOEXEC) as u64,
+            mode: 0,
+            resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+        };
+        loop {
+            // SAFETY: valid fd, NUL-terminated path, and a correctly sized open_how.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    self.fd.as_raw_fd(),
+                    c_rel.as_ptr(),
+                    &how as *const OpenHow,
+                    std::mem::size_of::<OpenHow>(),
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: the kernel just returned this descriptor to us alone.
+                return Ok(Some(File::from(unsafe {
+                    OwnedFd::from_raw_fd(fd as libc::c_int)
+                })));
             }
-            Err(e) => Err(Error::io(&path, e)),
+            let err = std::io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR | libc::EAGAIN) => continue,
+                Some(libc::ENOENT | libc::ENOTDIR) => return Ok(None),
+                Some(libc::EXDEV) => {
+                    return Err(Error::invalid(&path, "symlink leads outside the store"))
+                }
+                Some(libc::ELOOP) => {
+                    return Err(Error::invalid(&path, "too many levels of symlinks"))
+                }
+                _ => return Err(Error::io(&path, err)),
+            }
         }
     }
 
     pub fn is_dir(&self, rel: &str) -> Result<bool> {
-        Ok(self.resolve(rel)?.is_some_and(|p| p.is_dir()))
+        Ok(self.open(rel, libc::O_PATH | libc::O_DIRECTORY)?.is_some())
     }
 
-    /// The names in a folder (raw readdir order), or None if it does not exist.
+    /// The names in a folder (raw readdir order) and whether each is a folder, or None if
+    /// it does not exist. Symlinked entries count only if they stay inside the store.
     pub fn read_dir(&self, rel: &str) -> Result<Option<Vec<(String, bool)>>> {
-        let Some(dir) = self.resolve(rel)? else {
+        if !self.is_dir(rel)? {
             return Ok(None);
-        };
+        }
+        let dir = self.dir.join(rel);
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotADirectory => return Ok(None),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                return Ok(None)
+            }
             Err(e) => return Err(Error::io(&dir, e)),
         };
         let mut out = Vec::new();
@@ -66,9 +119,8 @@ impl Root {
             };
             let file_type = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
             let is_dir = if file_type.is_symlink() {
-                let rel_child = format!("{rel}/{name}");
-                match self.resolve(&rel_child) {
-                    Ok(p) => p.is_some_and(|p| p.is_dir()),
+                match self.is_dir(&format!("{rel}/{name}")) {
+                    Ok(is_dir) => is_dir,
                     Err(e) => {
                         log::warn!("{e}");
                         continue;
@@ -84,25 +136,31 @@ impl Root {
 
     /// A regular file's path and length, or None if missing (or not a regular file).
     pub fn regular_file(&self, rel: &str) -> Result<Option<(PathBuf, u64)>> {
-        let Some(path) = self.resolve(rel)? else {
+        let Some(file) = self.open(rel, libc::O_PATH)? else {
             return Ok(None);
         };
-        let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+        let path = self.dir.join(rel);
+        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
         Ok(meta.is_file().then_some((path, meta.len())))
     }
 
-    /// Reads a small file whole, refusing more than `limit` bytes.
+    /// Reads a small regular file whole, refusing more than `limit` bytes.
     pub fn read_limited(&self, rel: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-        let Some((path, len)) = self.regular_file(rel)? else {
+        let path = self.dir.join(rel);
+        let Some(file) = self.open(rel, libc::O_RDONLY | libc::O_NONBLOCK)? else {
             return Ok(None);
         };
-        if len > limit {
+        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        if meta.len() > limit {
             return Err(Error::invalid(
                 &path,
-                format!("{len} bytes is more than the {limit}-byte limit"),
+                format!("{} bytes is more than the {limit}-byte limit", meta.len()),
             ));
         }
-        read_file_limited(&path, limit).map(Some)
+        read_limited_from(file, &path, limit).map(Some)
     }
 
     /// Reads a link file and parses its content as a digest, exactly (no trimming).
@@ -119,9 +177,8 @@ impl Root {
     }
 }
 
-/// Reads at most `limit` bytes (a file can grow between stat and read).
-pub fn read_file_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+/// Reads at most `limit` bytes from an open file (it can grow after the size check).
+fn read_limited_from(file: File, path: &Path, limit: u64) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut bytes)
@@ -133,6 +190,12 @@ pub fn read_file_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
         ));
     }
     Ok(bytes)
+}
+
+/// Reads at most `limit` bytes of a file found through [`Root`].
+pub fn read_file_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    read_limited_from(file, path, limit)
 }
 
 /// Reads a document blob and checks it hashes to `digest`.
