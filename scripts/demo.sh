@@ -37,3 +37,4 @@ cat "$mnt/demo/hello/tags/list"
 ls -l "$mnt/demo/multi/manifests/latest"
 cat "$mnt/demo/hello/manifests/latest/schema1"; echo
 cat "$mnt/demo/hello/manifests/latest/schema2"; echo
+{ set +x; } 2>/dev/null

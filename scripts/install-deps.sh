@@ -8,12 +8,13 @@
 #                                      build tests/libtrust-verify offline against Debian's libtrust
 #   fuse3                              fusermount3, for mounting registryfs
 #   nginx-light, apache2, wrk, curl    serving a mount over HTTP and load-testing it
+#   libnginx-mod-http-js               njs, so nginx 1.22 sees every Accept line (tests/httpd)
 #   jq, python3                        test scripts (the oracle is stdlib-only Python)
 #
 # Works as root; otherwise uses sudo when available.
 set -eu
 
-PACKAGES="docker-registry skopeo golang-go golang-github-docker-libtrust-dev fuse3 nginx-light apache2 wrk curl jq python3 ca-certificates"
+PACKAGES="docker-registry skopeo golang-go golang-github-docker-libtrust-dev fuse3 nginx-light libnginx-mod-http-js apache2 wrk curl jq python3 ca-certificates"
 
 missing=""
 for p in $PACKAGES; do

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The whole test suite, as CI runs it (.ci/run): system packages, format and lint
 # checks, unit and integration tests (including real FUSE mounts), then the oracle
-# comparison against Debian's docker-registry 2.8.2.
+# comparison against Debian's docker-registry 2.8.2, then nginx and Apache serving a
+# mount compared with that registry (tests/httpd).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -12,3 +13,4 @@ cargo build
 scripts/build-libtrust-verify.sh >/dev/null
 cargo test
 python3 tests/oracle/run.py --registryfs target/debug/registryfs
+python3 tests/httpd/run.py --registryfs target/debug/registryfs

@@ -6,9 +6,11 @@
 
 pub mod digest;
 pub mod error;
+pub mod fuse;
 pub mod gojson;
 pub mod gotime;
 pub mod grammar;
+pub mod httpd;
 pub mod manifest;
 pub mod namespace;
 pub mod schema1;

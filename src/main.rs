@@ -50,6 +50,20 @@ struct NamespaceOptions {
     /// Generated schema1 documents kept in memory
     #[arg(long, global = true, value_name = "N", default_value_t = 1024)]
     cache_entries: usize,
+    /// Paths of the namespace: the registry's (`<repo>/manifests/<ref>/<kind>`), or the
+    /// tree Pulp publishes for Crane (`<repo_id>.json`, `<repo_id>/manifests/2/<ref>`...)
+    #[arg(long, global = true, value_enum, default_value = "registry")]
+    layout: Layout,
+    /// Crane layout: the URL the tree is published at (each app file's `url` is
+    /// URL/<repo_id>/)
+    #[arg(long, global = true, value_name = "URL", default_value = registryfs::namespace::crane::DEFAULT_CRANE_URL)]
+    crane_url: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Layout {
+    Registry,
+    Crane,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +77,10 @@ enum Command {
     Cat { store: PathBuf, path: String },
     /// Write a new P-256 signing key (`.json`/`.jwk`: libtrust JWK, else PEM)
     Keygen { path: PathBuf },
+    /// Mount the namespace read-only with FUSE (foreground unless --daemon)
+    Mount(registryfs::fuse::MountArgs),
+    /// Print an nginx or Apache config serving the Registry v2 pull API from a mount
+    HttpdConfig(registryfs::httpd::HttpdConfigArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +96,12 @@ fn main() -> ExitCode {
         Command::Ls { store, path } => ls(&cli.options, store, path.as_deref().unwrap_or("")),
         Command::Cat { store, path } => cat(&cli.options, store, path),
         Command::Keygen { path } => keygen(path),
+        Command::Mount(args) => mount(&cli.options, args),
+        Command::HttpdConfig(args) => args.render().and_then(|text| {
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .map_err(|e| Error::io("stdout", e))
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,7 +132,7 @@ fn namespace(
             oci_repository: options.oci_repo.clone(),
         },
     )?;
-    Ok(Namespace::new(
+    let ns = Namespace::new(
         store,
         Settings {
             key,
@@ -117,7 +141,13 @@ fn namespace(
             allow_foreign_layers: options.allow_foreign_layers,
             cache_entries: options.cache_entries,
         },
-    ))
+    );
+    Ok(match options.layout {
+        Layout::Registry => ns,
+        Layout::Crane => ns.with_crane_layout(registryfs::namespace::crane::CraneOptions {
+            url: options.crane_url.clone(),
+        }),
+    })
 }
 
 fn ls(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> {
@@ -153,6 +183,33 @@ fn cat(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> 
         }
     }
     out.flush().map_err(|e| Error::io("stdout", e))
+}
+
+fn mount(options: &NamespaceOptions, args: &registryfs::fuse::MountArgs) -> Result<()> {
+    let (settings, overrides) = args.resolve().map_err(Error::Usage)?;
+    // `-o` namespace options (from fstab) over the global flags.
+    let mut options = options.clone();
+    if let Some(key) = overrides.signing_key {
+        options.signing_key = Some(key);
+    }
+    if let Some(platform) = overrides.platform {
+        options.platform = platform;
+    }
+    options.convert_oci |= overrides.convert_oci;
+    options.allow_foreign_layers |= overrides.allow_foreign_layers;
+    if let Some(name) = overrides.oci_repo {
+        options.oci_repo = Some(name);
+    }
+    if let Some(n) = overrides.cache_entries {
+        options.cache_entries = n;
+    }
+    // Absolute: a daemon leaves the current folder.
+    let store = args
+        .store
+        .canonicalize()
+        .map_err(|e| Error::io(&args.store, e))?;
+    let ns = namespace(&options, &store, true)?;
+    registryfs::fuse::mount(ns, &store, &args.mountpoint, &settings)
 }
 
 fn keygen(path: &Path) -> Result<()> {

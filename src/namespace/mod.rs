@@ -9,6 +9,7 @@
 //! Repository names nest as folders. Both the CLI (`ls`, `cat`) and the FUSE adapter
 //! answer from here, so they always agree.
 
+pub mod crane;
 mod path;
 mod representations;
 
@@ -90,6 +91,8 @@ pub struct Namespace {
     config: Settings,
     schema1_cache: Mutex<LruCache<Schema1Key, Schema1Result>>,
     verified_blobs: Mutex<LruCache<FileIdentity, Digest>>,
+    /// `Some`: paths are those of the Crane layout ([`crane`]).
+    crane: Option<crane::CraneOptions>,
 }
 
 const VERIFIED_BLOBS_REMEMBERED: usize = 16 * 1024;
@@ -103,7 +106,14 @@ impl Namespace {
             config,
             schema1_cache: Mutex::new(LruCache::new(entries)),
             verified_blobs: Mutex::new(LruCache::new(verified)),
+            crane: None,
         }
+    }
+
+    /// Serves the Crane layout ([`crane`]) instead of the registry layout.
+    pub fn with_crane_layout(mut self, options: crane::CraneOptions) -> Namespace {
+        self.crane = Some(options);
+        self
     }
 
     pub fn settings(&self) -> &Settings {
@@ -113,8 +123,18 @@ impl Namespace {
     /// What `path` names. Files come with their content (generated if need be), so the
     /// size is exact and stays tied to these bytes.
     pub fn lookup(&self, path: &str) -> Result<Node> {
-        let location = Location::parse(self.store.as_ref(), path)?;
+        let location = self.locate(path)?;
         self.lookup_location(&location, path)
+    }
+
+    /// Resolves `path` without reading content: with [`Namespace::lookup_location`] a
+    /// caller parses once and also learns [`Location::is_immutable`] (the FUSE adapter's
+    /// cache lifetimes).
+    pub fn locate(&self, path: &str) -> Result<Location> {
+        if self.crane.is_some() {
+            return self.crane_locate(path);
+        }
+        Location::parse(self.store.as_ref(), path)
     }
 
     pub fn lookup_location(&self, location: &Location, path: &str) -> Result<Node> {
@@ -150,11 +170,20 @@ impl Namespace {
                 .tag_list(repo)?
                 .map(|b| Node::File(Content::Bytes(b)))
                 .ok_or_else(not_found),
+            Location::Crane(node) => self.crane_lookup(node),
         }
     }
 
     /// The entries of the folder at `path`, sorted by name.
     pub fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
+        if self.crane.is_some() {
+            return self.crane_list(path);
+        }
+        self.list_registry(path)
+    }
+
+    /// [`Namespace::list`] in the registry layout.
+    fn list_registry(&self, path: &str) -> Result<Vec<DirEntry>> {
         let location = Location::parse(self.store.as_ref(), path)?;
         let dir = |name: &str| DirEntry {
             name: name.to_string(),
@@ -218,7 +247,10 @@ impl Namespace {
                 Some(_) => vec![file("list")],
                 None => Vec::new(),
             },
-            Location::ManifestFile(..) | Location::Blob(..) | Location::TagList(..) => {
+            Location::ManifestFile(..)
+            | Location::Blob(..)
+            | Location::TagList(..)
+            | Location::Crane(_) => {
                 return Err(Error::Usage(format!("{path}: not a folder")));
             }
         };
@@ -242,14 +274,20 @@ impl Namespace {
     /// A blob of the repository. The empty-layer tar is in every repository because
     /// converted schema1 manifests point at it (registry 2.8 writes it on conversion).
     fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<Content>> {
-        if let Some(file) = self.store.blob(repo, digest)? {
-            return Ok(Some(Content::Blob {
-                file,
-                digest: digest.clone(),
-            }));
+        let is_empty_layer = digest.as_str() == EMPTY_LAYER_DIGEST;
+        match self.store.blob(repo, digest) {
+            Ok(Some(file)) => {
+                return Ok(Some(Content::Blob {
+                    file,
+                    digest: digest.clone(),
+                }))
+            }
+            Ok(None) => {}
+            // A link to the empty layer whose data is gone: serve it from memory.
+            Err(e) if e.is_not_found() && is_empty_layer => {}
+            Err(e) => return Err(e),
         }
-        Ok((digest.as_str() == EMPTY_LAYER_DIGEST)
-            .then(|| Content::Bytes(Arc::from(&EMPTY_LAYER_TAR[..]))))
+        Ok(is_empty_layer.then(|| Content::Bytes(Arc::from(&EMPTY_LAYER_TAR[..]))))
     }
 
     /// `GET /v2/<repo>/tags/list` as registry 2.8.2 answers it: Go's JSON encoder output

@@ -1,0 +1,58 @@
+//! The FUSE adapter: serves a [`Namespace`] read-only with fuser, so that `ls`, `stat`,
+//! `cat`, `find` and a web server see exactly what `registryfs cat` prints.
+//!
+//! Modelled on mountpoint-s3: a thin layer over logic that is tested without a kernel.
+//! - [`options`]: flags and `-o` mount options → settings (pure);
+//! - [`inodes`]: inode numbers; a file inode is tied to one content version (pure);
+//! - [`attr`]: attributes and cache lifetimes (pure);
+//! - [`handles`]: open handles and the one-backing-id-per-inode passthrough rule (pure);
+//! - `fs`: the fuser `Filesystem`, translating requests to the above;
+//! - `session`, `daemon`: mounting, unmounting, signals, stale mounts, `--daemon`.
+
+pub mod attr;
+mod daemon;
+mod fs;
+pub mod handles;
+pub mod inodes;
+pub mod options;
+mod session;
+
+pub use options::{MountArgs, MountSettings, NamespaceOverrides};
+pub use session::SUBTYPE;
+
+use crate::error::{Error, Result};
+use crate::namespace::Namespace;
+use std::path::Path;
+
+/// Mounts `ns` (opened from `store`, an absolute path) at `mountpoint` and serves it
+/// until it is unmounted or SIGINT/SIGTERM. With `settings.daemon` this returns in a
+/// background process and the calling process exits once the mount is ready.
+pub fn mount(
+    ns: Namespace,
+    store: &Path,
+    mountpoint: &Path,
+    settings: &MountSettings,
+) -> Result<()> {
+    // Absolute before a daemon moves to "/"; not canonical yet: a stale mount there
+    // would fail to resolve.
+    let mountpoint = std::path::absolute(mountpoint).map_err(|e| Error::io(mountpoint, e))?;
+    let ready = if settings.daemon {
+        daemon::daemonize().map_err(|e| Error::io(&mountpoint, e))?
+    } else {
+        daemon::Ready::foreground()
+    };
+    abort_on_panic();
+    session::serve(ns, store, &mountpoint, settings, ready)
+}
+
+/// A panic in a request handler would leave its request unanswered and the calling
+/// process hung forever; aborting turns that into a dead mount (ENOTCONN), which the
+/// next mount clears.
+fn abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        log::error!("registryfs: panic, aborting: {info}");
+        std::process::abort();
+    }));
+}
