@@ -22,7 +22,11 @@ fn blob(v2: &Path, repo: &str, bytes: &[u8], section: &str) -> Digest {
     let d = Digest::of(bytes);
     let hex = d.encoded();
     write(v2, &format!("blobs/sha256/{}/{hex}/data", &hex[..2]), bytes);
-    write(v2, &format!("repositories/{repo}/{section}/sha256/{hex}/link"), d.as_str().as_bytes());
+    write(
+        v2,
+        &format!("repositories/{repo}/{section}/sha256/{hex}/link"),
+        d.as_str().as_bytes(),
+    );
     d
 }
 
@@ -30,13 +34,19 @@ fn blob(v2: &Path, repo: &str, bytes: &[u8], section: &str) -> Digest {
 fn config(i: usize) -> String {
     let mut history = Vec::new();
     for step in 0..9 {
-        let empty = if step % 2 == 1 { r#","empty_layer":true"# } else { "" };
+        let empty = if step % 2 == 1 {
+            r#","empty_layer":true"#
+        } else {
+            ""
+        };
         history.push(format!(
             r#"{{"created":"2024-01-0{}T10:00:{step:02}.123456789Z","created_by":"/bin/sh -c step {step} of image {i} && apt-get install -y thing-{step}"{empty}}}"#,
             1 + step % 9
         ));
     }
-    let diff_ids: Vec<String> = (0..5).map(|l| format!("\"sha256:{:064x}\"", i * 10 + l)).collect();
+    let diff_ids: Vec<String> = (0..5)
+        .map(|l| format!("\"sha256:{:064x}\"", i * 10 + l))
+        .collect();
     format!(
         r#"{{"architecture":"amd64","config":{{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","IMAGE={i}"],"Cmd":["bash"],"Labels":{{"maintainer":"ops <ops@example.com>"}}}},"created":"2024-01-09T10:00:00Z","history":[{}],"os":"linux","rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
         history.join(","),
@@ -45,7 +55,10 @@ fn config(i: usize) -> String {
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2000);
     let dir = tempfile::tempdir().expect("tempdir");
     let v2 = dir.path().join("docker/registry/v2");
     let mut inputs = Vec::new();
@@ -53,7 +66,9 @@ fn main() {
         let repo = format!("bench/app{i}");
         let cfg = config(i);
         let config_digest = blob(&v2, &repo, cfg.as_bytes(), "_layers");
-        let layers: Vec<String> = (0..5).map(|l| format!("sha256:{:064x}", i * 100 + l)).collect();
+        let layers: Vec<String> = (0..5)
+            .map(|l| format!("sha256:{:064x}", i * 100 + l))
+            .collect();
         let layer_json: Vec<String> = layers
             .iter()
             .map(|d| format!(r#"{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":1,"digest":"{d}"}}"#))
@@ -64,7 +79,11 @@ fn main() {
             layer_json.join(",")
         );
         let m = blob(&v2, &repo, manifest.as_bytes(), "_manifests/revisions");
-        write(&v2, &format!("repositories/{repo}/_manifests/tags/latest/current/link"), m.as_str().as_bytes());
+        write(
+            &v2,
+            &format!("repositories/{repo}/_manifests/tags/latest/current/link"),
+            m.as_str().as_bytes(),
+        );
         inputs.push((repo, layers, cfg));
     }
     let key = SigningKey::generate().expect("key");
@@ -75,7 +94,10 @@ fn main() {
         allow_foreign_layers: false,
         cache_entries: 16,
     };
-    let ns = Namespace::new(store::open(dir.path(), &OpenOptions::default()).expect("store"), settings);
+    let ns = Namespace::new(
+        store::open(dir.path(), &OpenOptions::default()).expect("store"),
+        settings,
+    );
 
     let start = Instant::now();
     for (repo, _, _) in &inputs {
@@ -90,7 +112,8 @@ fn main() {
     let mut payloads = Vec::with_capacity(n);
     for (repo, layers, cfg) in &inputs {
         let refs: Vec<&str> = layers.iter().map(String::as_str).collect();
-        payloads.push(schema1::build_payload(repo, "latest", &refs, cfg.as_bytes()).expect("converts"));
+        payloads
+            .push(schema1::build_payload(repo, "latest", &refs, cfg.as_bytes()).expect("converts"));
     }
     let build_us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
 

@@ -154,12 +154,18 @@ impl Namespace {
                 format!("platform entry: {e}"),
             )
         })?;
-        Ok(match self.stored_manifest(repo, &child)? {
-            Some((bytes, parsed)) => Ok((child, bytes, parsed)),
-            None => Err(format!(
+        Ok(match self.stored_manifest(repo, &child) {
+            Ok(Some((bytes, parsed))) => Ok((child, bytes, parsed)),
+            Ok(None) => Err(format!(
                 "its {} entry {child} is not in {repo}",
                 self.config.platform
             )),
+            // Linked but its data is gone: the list itself still serves.
+            Err(e) if e.is_not_found() => Err(format!(
+                "its {} entry {child} is not in {repo} ({e})",
+                self.config.platform
+            )),
+            Err(e) => return Err(e),
         })
     }
 
@@ -215,22 +221,29 @@ impl Namespace {
         }
         let config_digest =
             Digest::parse(&config.digest).map_err(|e| format!("config digest: {e}"))?;
-        let config_bytes = self
+        let (config_path, config_bytes) = self
             .read_document_blob(repo, &config_digest)
             .map_err(|e| e.to_string())?;
         let layer_digests: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
-        let payload = schema1::build_payload(repo, tag, &layer_digests, &config_bytes)?;
+        // Name the config file: most refusals come from its content.
+        let payload = schema1::build_payload(repo, tag, &layer_digests, &config_bytes)
+            .map_err(|e| format!("{e} (config {})", config_path.display()))?;
         let signed = schema1::jws::sign(&payload.bytes, &self.config.key, &payload.signing_time)?;
         Ok(signed.into())
     }
 
-    /// A config blob linked into the repository, read whole and checked.
-    fn read_document_blob(&self, repo: &str, digest: &Digest) -> Result<Vec<u8>> {
+    /// A config blob linked into the repository, read whole and checked, and its file.
+    fn read_document_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<(std::path::PathBuf, Vec<u8>)> {
         let blob = self
             .store
             .blob(repo, digest)?
             .ok_or_else(|| Error::NotFound(format!("config blob {digest} is not in {repo}")))?;
-        crate::store::read_blob_verified(&blob, digest, MAX_DOCUMENT_BYTES)
+        let bytes = crate::store::read_blob_verified(&blob, digest, MAX_DOCUMENT_BYTES)?;
+        Ok((blob.path, bytes))
     }
 
     /// A stored schema1 payload, signed with our key as registry 2.8.2 re-signs it on

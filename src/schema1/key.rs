@@ -11,6 +11,7 @@ use p256::SecretKey;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// DER prefix of a P-256 SubjectPublicKeyInfo, up to the uncompressed point.
@@ -84,7 +85,15 @@ impl SigningKey {
     /// Loads a key file the way libtrust's `LoadKeyFile` does: `.json`/`.jwk` names are
     /// JWK, anything else PEM.
     pub fn load(path: &Path) -> Result<SigningKey> {
-        let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // The mode of the file actually opened (no race with a rename).
+        let mode = file.metadata().map_err(|e| Error::io(path, e))?.mode();
+        if let Some(warning) = permission_warning(path, mode) {
+            log::warn!("{warning}");
+        }
+        let mut text = Vec::new();
+        file.read_to_end(&mut text)
+            .map_err(|e| Error::io(path, e))?;
         let is_jwk = matches!(
             path.extension().and_then(|e| e.to_str()),
             Some("json" | "jwk")
@@ -151,6 +160,23 @@ impl SigningKey {
         out.push_str("-----END EC PRIVATE KEY-----\n");
         out.into_bytes()
     }
+}
+
+/// A warning when a private key file can be read by its group or by everyone: anyone
+/// who can read it can sign manifests that verify as ours.
+fn permission_warning(path: &Path, mode: u32) -> Option<String> {
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "{}: the signing key is readable by {} (mode {:04o}); `chmod 600` it",
+            path.display(),
+            match (mode & 0o040 != 0, mode & 0o004 != 0) {
+                (true, true) => "group and others",
+                (true, false) => "its group",
+                _ => "others",
+            },
+            mode & 0o7777
+        )
+    })
 }
 
 fn write_object(members: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
@@ -350,6 +376,81 @@ pub(crate) mod tests {
             jwk_text.starts_with(r#"{"crv":"P-256","keyID":"6HKZ:"#),
             "{jwk_text}"
         );
+    }
+
+    /// Records warnings (this is the only logger in the unit-test binary).
+    struct Capture(std::sync::Mutex<Vec<String>>);
+
+    impl log::Log for Capture {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            m.level() <= log::Level::Warn
+        }
+        fn log(&self, r: &log::Record) {
+            if self.enabled(r.metadata()) {
+                self.0.lock().unwrap().push(r.args().to_string());
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    fn warnings() -> &'static Capture {
+        static CAPTURE: std::sync::OnceLock<&'static Capture> = std::sync::OnceLock::new();
+        CAPTURE.get_or_init(|| {
+            let capture: &'static Capture =
+                Box::leak(Box::new(Capture(std::sync::Mutex::new(Vec::new()))));
+            log::set_logger(capture).expect("the only logger");
+            log::set_max_level(log::LevelFilter::Warn);
+            capture
+        })
+    }
+
+    #[test]
+    fn readable_key_files_are_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let capture = warnings();
+        let dir = tempfile::tempdir().unwrap();
+        let key = vector_key();
+        for (name, mode, warned) in [
+            ("private.pem", 0o600, None),
+            ("owner-only.json", 0o400, None),
+            (
+                "group.pem",
+                0o640,
+                Some("readable by its group (mode 0640)"),
+            ),
+            ("world.json", 0o604, Some("readable by others (mode 0604)")),
+            (
+                "both.pem",
+                0o644,
+                Some("readable by group and others (mode 0644)"),
+            ),
+        ] {
+            let path = dir.path().join(name);
+            let bytes = if name.ends_with(".json") {
+                key.private_jwk_file()
+            } else {
+                key.private_pem_file()
+            };
+            std::fs::write(&path, bytes).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            SigningKey::load(&path).expect("a readable key still loads");
+            let logged: Vec<String> = capture
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|w| w.contains(&path.display().to_string()))
+                .cloned()
+                .collect();
+            match warned {
+                None => assert!(logged.is_empty(), "{name}: {logged:?}"),
+                Some(text) => {
+                    assert_eq!(logged.len(), 1, "{name}: {logged:?}");
+                    assert!(logged[0].contains(text), "{name}: {logged:?}");
+                    assert!(logged[0].contains("chmod 600"), "{name}: {logged:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Schema1: converting schema2 to registry 2.8.2's schema1 payload, and libtrust signing.
 
-mod config;
+pub mod config;
 pub mod convert;
 pub mod jws;
 pub mod key;

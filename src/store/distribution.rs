@@ -85,10 +85,17 @@ impl DistributionStore {
             return Ok(None);
         };
         let data = format!("blobs/sha256/{}/{hex}/data", &hex[..2]);
-        Ok(self
-            .root
-            .regular_file(&data)?
-            .map(|(path, len)| BlobFile { path, len }))
+        match self.root.regular_file(&data)? {
+            Some((path, len)) => Ok(Some(BlobFile { path, len })),
+            // Still "not found" (registry 2.8.2 answers 404 too), but saying which link
+            // leads nowhere: garbage collection leaves layer links behind, and a broken
+            // revision or tag is otherwise hard to tell from an unknown one.
+            None => Err(Error::NotFound(format!(
+                "{}: names {digest}, whose data file {} is missing",
+                self.root.dir.join(link_rel).display(),
+                self.root.dir.join(&data).display()
+            ))),
+        }
     }
 
     /// The data file of a manifest revision of `repo`.
@@ -160,14 +167,40 @@ impl Store for DistributionStore {
         if !is_tag(tag) {
             return Ok(None);
         }
-        self.root.read_link(&format!(
-            "{}/_manifests/tags/{tag}/current/link",
-            repo_dir(repo)
-        ))
+        let tag_dir = format!("{}/_manifests/tags/{tag}", repo_dir(repo));
+        let link = format!("{tag_dir}/current/link");
+        match self.root.read_link(&link)? {
+            // Only lower-case sha256 names files in the store (go-digest 1.0.0, which
+            // Debian's 2.8.2 uses, refuses upper-case hex in links too).
+            Some(d) if d.sha256_hex().is_none() => Err(Error::invalid(
+                self.root.dir.join(&link),
+                format!(
+                    "bad link: {d} cannot name content in the store (only lower-case sha256 does)"
+                ),
+            )),
+            Some(d) => Ok(Some(d)),
+            // A tag folder without current/link: unknown to the registry too, but say so.
+            None if self.root.is_dir(&tag_dir)? => Err(Error::NotFound(format!(
+                "{}: tag folder has no current/link",
+                self.root.dir.join(&link).display()
+            ))),
+            None => Ok(None),
+        }
     }
 
     fn manifest_digests(&self, repo: &str) -> Result<Vec<Digest>> {
-        self.linked_digests(&format!("{}/_manifests/revisions", repo_dir(repo)))
+        let mut out = Vec::new();
+        let revisions = format!("{}/_manifests/revisions", repo_dir(repo));
+        for digest in self.linked_digests(&revisions)? {
+            // Listed only if a lookup would find it, like tags and blobs: a revision
+            // whose data is gone or whose link names another digest is logged instead.
+            match self.manifest_data(repo, &digest) {
+                Ok(Some(_)) => out.push(digest),
+                Ok(None) => {}
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+        Ok(out)
     }
 
     fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Document>> {
@@ -192,6 +225,7 @@ impl Store for DistributionStore {
             match self.blob(repo, &digest) {
                 Ok(Some(_)) => out.push(digest),
                 Ok(None) => {}
+                Err(e) if e.is_not_found() => log::debug!("{e}"),
                 Err(e) => log::warn!("{e}"),
             }
         }

@@ -11,8 +11,9 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar::{is_repository_name, is_tag};
 use crate::manifest::{self, Manifest};
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// How deep nested indexes are followed; deeper ones are logged and skipped.
@@ -22,6 +23,9 @@ const MAX_INDEX_DEPTH: usize = 8;
 pub struct OciLayoutStore {
     root: Root,
     default_repository: String,
+    /// Warnings already logged: index.json is read on every call, and a bad entry
+    /// would otherwise be logged several times per lookup.
+    warned: Mutex<HashSet<String>>,
 }
 
 /// What index.json says, read fresh on each call so that a rewritten index shows up.
@@ -66,7 +70,45 @@ impl OciLayoutStore {
         Ok(OciLayoutStore {
             root,
             default_repository,
+            warned: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Logs `msg` the first time it comes up.
+    fn warn_once(&self, msg: String) {
+        if let Ok(mut warned) = self.warned.lock() {
+            if warned.len() > 4096 {
+                warned.clear();
+            }
+            if warned.insert(msg.clone()) {
+                log::warn!("{msg}");
+            }
+        }
+    }
+
+    /// The blob of a manifest that index.json (or an index it names) lists for a
+    /// repository: None if it lists no such manifest, not found (with the reason) if it
+    /// does but the blob is missing.
+    fn manifest_blob(&self, repo: &str, digest: &Digest) -> Result<Option<PathBuf>> {
+        if !self.is_repository(repo)? || !self.index()?.manifests.contains(digest) {
+            return Ok(None);
+        }
+        let index = self.root.dir.join("index.json");
+        let Some(hex) = digest.sha256_hex() else {
+            return Err(Error::invalid(
+                index,
+                format!("{digest} cannot name a blob of the layout (only lower-case sha256 does)"),
+            ));
+        };
+        let rel = format!("blobs/sha256/{hex}");
+        match self.root.regular_file(&rel)? {
+            Some((path, _)) => Ok(Some(path)),
+            None => Err(Error::NotFound(format!(
+                "{}: names {digest}, whose blob {} is missing",
+                index.display(),
+                self.root.dir.join(rel).display()
+            ))),
+        }
     }
 
     fn read_manifest_blob(&self, digest: &Digest) -> Result<Option<Document>> {
@@ -97,11 +139,11 @@ impl OciLayoutStore {
         let mut seen_names = BTreeSet::new();
         for d in &manifests {
             let Ok(digest) = Digest::parse(&d.digest) else {
-                log::warn!(
+                self.warn_once(format!(
                     "{}: skipping entry with bad digest {:?}",
                     path.display(),
                     d.digest
-                );
+                ));
                 continue;
             };
             if let Some((_, name)) = d.annotations.iter().find(|(k, _)| k == REF_NAME) {
@@ -109,14 +151,14 @@ impl OciLayoutStore {
                     Some((repo, tag)) if seen_names.insert((repo.clone(), tag.clone())) => {
                         index.tags.push((repo, tag, digest.clone()))
                     }
-                    Some(_) => log::warn!(
+                    Some(_) => self.warn_once(format!(
                         "{}: duplicate ref.name {name:?}; keeping the first",
                         path.display()
-                    ),
-                    None => log::warn!(
+                    )),
+                    None => self.warn_once(format!(
                         "{}: ref.name {name:?} is not a tag or name:tag; skipped",
                         path.display()
-                    ),
+                    )),
                 }
             }
             self.collect_manifests(&digest, 0, &mut index.manifests);
@@ -140,10 +182,10 @@ impl OciLayoutStore {
             return;
         }
         if depth >= MAX_INDEX_DEPTH {
-            log::warn!(
+            self.warn_once(format!(
                 "{}: nested indexes deeper than {MAX_INDEX_DEPTH}; not followed",
                 self.root.dir.display()
-            );
+            ));
             return;
         }
         match self.read_manifest_blob(digest) {
@@ -162,13 +204,18 @@ impl OciLayoutStore {
                 }
             }
             Ok(None) => {}
-            Err(e) => log::warn!("{e}"),
+            Err(e) => self.warn_once(e.to_string()),
         }
     }
 
     fn repositories(&self) -> Result<BTreeSet<String>> {
-        let mut repos: BTreeSet<String> =
-            self.index()?.tags.into_iter().map(|(r, _, _)| r).collect();
+        let mut repos = BTreeSet::new();
+        // A broken index.json loses the tags, not the layout: the default repository
+        // and its blobs keep serving, and what needs the index fails naming it.
+        match self.index() {
+            Ok(index) => repos.extend(index.tags.into_iter().map(|(r, _, _)| r)),
+            Err(e) => self.warn_once(e.to_string()),
+        }
         repos.insert(self.default_repository.clone());
         Ok(repos)
     }
@@ -241,10 +288,15 @@ impl Store for OciLayoutStore {
     }
 
     fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Document>> {
-        if !self.is_repository(repo)? || !self.index()?.manifests.contains(digest) {
+        let Some(path) = self.manifest_blob(repo, digest)? else {
             return Ok(None);
-        }
-        self.read_manifest_blob(digest)
+        };
+        let bytes = read_verified(&path, digest, MAX_DOCUMENT_BYTES)?.into();
+        Ok(Some(Document { path, bytes }))
+    }
+
+    fn has_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        Ok(self.manifest_blob(repo, digest)?.is_some())
     }
 
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>> {
