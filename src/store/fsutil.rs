@@ -164,17 +164,52 @@ impl Root {
     }
 
     /// Reads a link file and parses its content as a digest, exactly (no trimming).
+    ///
+    /// registry 2.8.2 rewrites link files in place on every push (truncate, then write),
+    /// so a reader can see an empty or half-written link for a moment. Content that is
+    /// empty or the start of a digest is read again after short pauses (127 ms in all,
+    /// enough for a writer descheduled on a busy machine)
+    /// before it counts as bad; anything else is bad at once.
     pub fn read_link(&self, rel: &str) -> Result<Option<Digest>> {
-        let Some(bytes) = self.read_limited(rel, 1024)? else {
-            return Ok(None);
-        };
-        let path = self.dir.join(rel);
-        let text =
-            std::str::from_utf8(&bytes).map_err(|_| Error::invalid(&path, "link is not UTF-8"))?;
-        Digest::parse(text)
-            .map(Some)
-            .map_err(|e| Error::invalid(&path, format!("bad link: {e}")))
+        self.read_link_with_pauses(rel, &[1, 2, 4, 8, 16, 32, 64])
     }
+
+    fn read_link_with_pauses(&self, rel: &str, pauses_ms: &[u64]) -> Result<Option<Digest>> {
+        let path = self.dir.join(rel);
+        let mut attempt = 0;
+        loop {
+            let Some(bytes) = self.read_limited(rel, 1024)? else {
+                return Ok(None);
+            };
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| Error::invalid(&path, "link is not UTF-8"))?;
+            match Digest::parse(text) {
+                Ok(digest) => return Ok(Some(digest)),
+                Err(e) if attempt < pauses_ms.len() && may_be_partial_digest(text) => {
+                    log::debug!(
+                        "{}: {e}; reading again (a push may be rewriting it)",
+                        path.display()
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(pauses_ms[attempt]));
+                    attempt += 1;
+                }
+                Err(e) => return Err(Error::invalid(&path, format!("bad link: {e}"))),
+            }
+        }
+    }
+}
+
+/// Whether `text` could be a digest caught mid-write: empty, or a prefix of
+/// `sha256:<64 lower-case hex>` (what distribution writes).
+fn may_be_partial_digest(text: &str) -> bool {
+    const PREFIX: &str = "sha256:";
+    let n = text.len().min(PREFIX.len());
+    text.len() < PREFIX.len() + 64
+        && text[..n] == PREFIX[..n]
+        && text
+            .bytes()
+            .skip(PREFIX.len())
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Reads at most `limit` bytes from an open file (it can grow after the size check).
@@ -220,4 +255,50 @@ pub fn read_verified(path: &Path, digest: &Digest, limit: u64) -> Result<Vec<u8>
         ));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_digests_are_recognised() {
+        for partial in ["", "s", "sha256", "sha256:", "sha256:0123abc"] {
+            assert!(may_be_partial_digest(partial), "{partial:?}");
+        }
+        let full = format!("sha256:{}", "a".repeat(64));
+        for bad in [
+            full.as_str(),
+            "sha512:",
+            "sha256:X",
+            "sha256:abc\n",
+            "garbage",
+        ] {
+            assert!(!may_be_partial_digest(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_link_rewritten_during_a_read_is_read_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let link = dir.path().join("link");
+        std::fs::write(&link, "").expect("write");
+        let root = Root::new(dir.path()).expect("root");
+        let digest = format!("sha256:{}", "b".repeat(64));
+        let writer = {
+            let (link, digest) = (link.clone(), digest.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                std::fs::write(&link, digest).expect("write");
+            })
+        };
+        // Generous pauses: the writer thread may be scheduled late on a busy machine.
+        let read = root
+            .read_link_with_pauses("link", &[100, 200, 400, 800, 1600])
+            .expect("read again until whole");
+        writer.join().expect("writer");
+        assert_eq!(read.map(|d| d.to_string()), Some(digest));
+        std::fs::write(&link, "garbage").expect("write");
+        assert!(root.read_link("link").is_err(), "garbage is bad at once");
+    }
 }
