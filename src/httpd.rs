@@ -615,6 +615,14 @@ fn nginx_server(opts: &HttpdOptions) -> String {
          \x20   # Tags move: no validators from file times (the registry's are digests).\n\
          \x20   etag off;\n\
          \x20   if_modified_since off;\n\
+         \x20   # Keep the files open and remember which are missing, for as long as the\n\
+         \x20   # mount caches a tag path (--tag-ttl, 1 s by default): without this every\n\
+         \x20   # manifest request costs six lookups and an open through FUSE. nginx re-checks\n\
+         \x20   # a name after open_file_cache_valid and reopens it when its inode changed,\n\
+         \x20   # and a moved tag is a new inode on the mount.\n\
+         \x20   open_file_cache max=8192 inactive=60s;\n\
+         \x20   open_file_cache_valid 1s;\n\
+         \x20   open_file_cache_errors on;\n\
          \x20   {api}\n\
          \n\
          \x20   # Read-only.\n\
@@ -689,8 +697,11 @@ fn nginx_server(opts: &HttpdOptions) -> String {
          \x20       add_header Docker-Content-Digest $rfs_ref;\n\
          \x20       add_header Etag \"\\\"$rfs_ref\\\"\";\n\
          \x20       add_header Cache-Control {BLOB_CACHE_CONTROL};\n\
-         \x20       # Blobs never change under their digest: keep them open.\n\
+         \x20       # Blobs never change under their digest: keep them open longer, and do\n\
+         \x20       # not remember a missing one (it may be pushed any moment).\n\
          \x20       open_file_cache max=4096 inactive=60s;\n\
+         \x20       open_file_cache_valid 60s;\n\
+         \x20       open_file_cache_errors off;\n\
          \x20       try_files /$rfs_repo/blobs/$rfs_ref /_rfs/error/blob-unknown;\n\
          \x20   }}\n\n\
          \x20   location ~ \"^/v2/(?<rfs_repo>{NAME_RE})/tags/list$\" {{\n\
@@ -1136,6 +1147,7 @@ mod tests {
         assert!(c.contains("map $http_accept $rfs_accept_s2"));
         assert!(c.contains("listen 127.0.0.1:5000;"));
         assert!(c.contains("root /mnt/registry;"));
+        assert!(c.contains("open_file_cache_valid 1s;"));
         assert!(c.contains("set $rfs_dir /mnt/registry/$rfs_repo/manifests/$rfs_ref;"));
         for kind in ManifestKind::ALL {
             assert!(c.contains(&format!("location = /_rfs/m/{}", kind.file_name())));

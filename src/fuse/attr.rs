@@ -65,11 +65,11 @@ impl TtlPolicy {
 }
 
 pub fn attr(inode: &Inode, owner: Owner) -> FileAttr {
-    let (kind, perm, nlink, size) = match &inode.kind {
+    let (kind, perm, nlink, size) = match inode.kind {
         // 1 is "subfolder count unknown" (as on btrfs): 2 would tell find/fts that a
         // folder has no subfolders and may be skipped.
         InodeKind::Dir => (FileType::Directory, DIR_MODE, 1, 0),
-        InodeKind::File(content) => (FileType::RegularFile, FILE_MODE, 1, content.len()),
+        InodeKind::File { len, .. } => (FileType::RegularFile, FILE_MODE, 1, len),
     };
     FileAttr {
         ino: INodeNo(inode.ino),
@@ -115,13 +115,19 @@ pub fn negative_attr() -> FileAttr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::namespace::Content;
-    use std::sync::Arc;
+    use crate::fuse::inodes::{Source, Version};
+
+    fn file(len: u64) -> InodeKind {
+        InodeKind::File {
+            len,
+            source: Source::Bytes,
+            version: Version(7),
+        }
+    }
 
     fn inode(kind: InodeKind, immutable: bool) -> Inode {
         Inode {
             ino: 42,
-            path: Arc::from("p"),
             kind,
             immutable,
             mtime: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
@@ -136,10 +142,7 @@ mod tests {
 
     #[test]
     fn file_attributes() {
-        let i = inode(
-            InodeKind::File(Content::Bytes(Arc::from(&b"0123456789"[..]))),
-            false,
-        );
+        let i = inode(file(10), false);
         let a = attr(&i, OWNER);
         assert_eq!(a.ino, INodeNo(42));
         assert_eq!(a.kind, FileType::RegularFile);
@@ -163,15 +166,13 @@ mod tests {
 
     #[test]
     fn blocks_round_up() {
-        let big = InodeKind::File(Content::Bytes(Arc::from(vec![0u8; 513])));
-        assert_eq!(attr(&inode(big, true), OWNER).blocks, 2);
-        let empty = InodeKind::File(Content::Bytes(Arc::from(Vec::new())));
-        assert_eq!(attr(&inode(empty, true), OWNER).blocks, 0);
+        assert_eq!(attr(&inode(file(513), true), OWNER).blocks, 2);
+        assert_eq!(attr(&inode(file(0), true), OWNER).blocks, 0);
     }
 
     #[test]
     fn ttls() {
-        let bytes = || InodeKind::File(Content::Bytes(Arc::from(&b"x"[..])));
+        let bytes = || file(1);
         let tag = POLICY.for_inode(&inode(bytes(), false));
         assert_eq!(tag.entry, Duration::from_secs(1));
         assert_eq!(

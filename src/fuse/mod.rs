@@ -42,7 +42,21 @@ pub fn mount(
         daemon::Ready::foreground()
     };
     abort_on_panic();
+    tune_allocator();
     session::serve(ns, store, &mountpoint, settings, ready)
+}
+
+/// The daemon's memory follows what the kernel keeps (inodes), which grows and shrinks
+/// over a long life: let glibc hand big blocks (the inode table's chunks and index, a
+/// large folder's listing) back to the system when they are freed. By default it raises
+/// its mmap threshold each time such a block is freed, after which the next ones come
+/// from the heap and stay resident when freed.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's allocator parameters; no pointers involved.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 }
 
 /// A panic in a request handler would leave its request unanswered and the calling

@@ -4,12 +4,33 @@ use super::decode_rune;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Bytes that Go's string encoder copies as they are (printable ASCII but `"`, `\\`,
+/// `<`, `>`, `&`).
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x20;
+    while b < 0x80 {
+        t[b] = !matches!(b as u8, b'"' | b'\\' | b'<' | b'>' | b'&');
+        b += 1;
+    }
+    t
+};
+
 /// Appends `s` as a JSON string the way Go's `encodeState.string(s, true)` writes it.
 /// `s` may hold invalid UTF-8; each invalid byte is written as `\ufffd`.
 pub fn write_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.reserve(s.len() + 2);
     out.push(b'"');
     let mut i = 0;
     while i < s.len() {
+        // Runs of plain bytes are copied at once.
+        let run = s[i..].iter().position(|&b| !PLAIN[usize::from(b)]);
+        let end = run.map_or(s.len(), |n| i + n);
+        out.extend_from_slice(&s[i..end]);
+        i = end;
+        if i == s.len() {
+            break;
+        }
         let b = s[i];
         if b < 0x80 {
             match b {
@@ -17,12 +38,12 @@ pub fn write_string(out: &mut Vec<u8>, s: &[u8]) {
                 b'\n' => out.extend_from_slice(b"\\n"),
                 b'\r' => out.extend_from_slice(b"\\r"),
                 b'\t' => out.extend_from_slice(b"\\t"),
-                b'<' | b'>' | b'&' | 0..=0x1f => {
+                _ => {
+                    // `<`, `>`, `&` and the other control characters.
                     out.extend_from_slice(b"\\u00");
                     out.push(HEX[usize::from(b >> 4)]);
                     out.push(HEX[usize::from(b & 15)]);
                 }
-                _ => out.push(b),
             }
             i += 1;
             continue;
@@ -50,18 +71,35 @@ pub fn write_string(out: &mut Vec<u8>, s: &[u8]) {
 /// drops insignificant whitespace and escapes `<`, `>`, `&`, U+2028 and U+2029, copying
 /// everything else byte for byte. `src` must be valid JSON.
 pub fn compact_html(out: &mut Vec<u8>, src: &[u8]) {
+    out.reserve(src.len());
     let mut in_string = false;
     let mut i = 0;
     while i < src.len() {
         let c = src[i];
         if in_string {
-            match c {
+            // Copy up to the next byte that matters inside a string.
+            let run = src[i..]
+                .iter()
+                .position(|&b| matches!(b, b'\\' | b'"' | b'<' | b'>' | b'&' | 0xe2));
+            let end = run.map_or(src.len(), |n| i + n);
+            out.extend_from_slice(&src[i..end]);
+            i = end;
+            if i == src.len() {
+                break;
+            }
+            match src[i] {
                 b'\\' => {
-                    out.extend_from_slice(&src[i..i + 2]);
-                    i += 2;
+                    let end = (i + 2).min(src.len());
+                    out.extend_from_slice(&src[i..end]);
+                    i = end;
                     continue;
                 }
-                b'"' => in_string = false,
+                b'"' => {
+                    in_string = false;
+                    out.push(b'"');
+                    i += 1;
+                    continue;
+                }
                 _ => {}
             }
         } else if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
@@ -69,7 +107,11 @@ pub fn compact_html(out: &mut Vec<u8>, src: &[u8]) {
             continue;
         } else if c == b'"' {
             in_string = true;
+            out.push(c);
+            i += 1;
+            continue;
         }
+        let c = src[i];
         if matches!(c, b'<' | b'>' | b'&') {
             out.extend_from_slice(b"\\u00");
             out.push(HEX[usize::from(c >> 4)]);
@@ -133,19 +175,10 @@ pub fn indent(src: &[u8], prefix: &str, unit: &str) -> Vec<u8> {
             out.extend_from_slice(unit.as_bytes());
         }
     };
-    let (mut depth, mut need_indent, mut in_string, mut escaped) = (0usize, false, false, false);
-    for &c in src {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == b'\\' {
-                escaped = true;
-            } else if c == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    let (mut depth, mut need_indent) = (0usize, false);
+    let mut i = 0;
+    while i < src.len() {
+        let c = src[i];
         if need_indent && c != b'}' && c != b']' {
             need_indent = false;
             depth += 1;
@@ -153,8 +186,28 @@ pub fn indent(src: &[u8], prefix: &str, unit: &str) -> Vec<u8> {
         }
         match c {
             b'"' => {
-                in_string = true;
-                out.push(c);
+                // The whole string at once: up to the closing quote, escapes skipped.
+                let start = i;
+                i += 1;
+                loop {
+                    match src[i.min(src.len())..]
+                        .iter()
+                        .position(|&b| b == b'"' || b == b'\\')
+                    {
+                        None => {
+                            i = src.len();
+                            break;
+                        }
+                        Some(n) if src[i + n] == b'\\' => i += n + 2,
+                        Some(n) => {
+                            i += n + 1;
+                            break;
+                        }
+                    }
+                }
+                let end = i.min(src.len());
+                out.extend_from_slice(&src[start..end]);
+                continue;
             }
             b'{' | b'[' => {
                 need_indent = true;
@@ -176,6 +229,7 @@ pub fn indent(src: &[u8], prefix: &str, unit: &str) -> Vec<u8> {
             }
             _ => out.push(c),
         }
+        i += 1;
     }
     out
 }

@@ -129,6 +129,17 @@ fn unquote(raw: &[u8]) -> String {
     let mut out = String::with_capacity(body.len());
     let mut i = 0;
     while i < body.len() {
+        // Runs of ASCII without escapes are copied as they are.
+        let run = body[i..]
+            .iter()
+            .position(|&b| b == b'\\' || b >= 0x80)
+            .unwrap_or(body.len() - i);
+        if run > 0 {
+            // ASCII bytes: valid UTF-8 on their own.
+            out.push_str(std::str::from_utf8(&body[i..i + run]).unwrap_or_default());
+            i += run;
+            continue;
+        }
         match body[i] {
             b'\\' => {
                 let esc = body[i + 1];
@@ -192,8 +203,9 @@ pub fn parse(src: &[u8]) -> Result<Tape<'_>, SyntaxError> {
     Parser {
         src,
         pos: 0,
-        entries: Vec::new(),
-        stack: Vec::new(),
+        // About one value per 16 bytes of a typical image config; fewer reallocations.
+        entries: Vec::with_capacity(src.len() / 16 + 4),
+        stack: Vec::with_capacity(8),
     }
     .run()
 }

@@ -80,14 +80,22 @@ impl Location {
     pub fn parse(store: &dyn Store, path: &str) -> Result<Location> {
         let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
         let not_found = || Error::NotFound(path.to_string());
-        let mut repo = String::new();
-        for (i, part) in parts.iter().enumerate() {
-            if !repo.is_empty()
-                && REPOSITORY_SECTIONS.contains(part)
-                && store.is_repository(&repo)?
-            {
-                return Location::in_repository(repo, part, &parts[i + 1..]).ok_or_else(not_found);
+        // Most paths are inside a repository: find its section first, with one store
+        // check instead of one per component. The walk below decides the same way: it
+        // stops at the first section whose prefix is a repository, and the folders on
+        // the way to a repository exist.
+        for (i, part) in parts.iter().enumerate().skip(1) {
+            if REPOSITORY_SECTIONS.contains(part) {
+                let repo = parts[..i].join("/");
+                if store.is_repository(&repo)? {
+                    return Location::in_repository(repo, part, &parts[i + 1..])
+                        .ok_or_else(not_found);
+                }
             }
+        }
+        // Not inside a repository: every folder on the way must exist.
+        let mut repo = String::new();
+        for part in &parts {
             if !store.has_child(&repo, part)? {
                 return Err(not_found());
             }

@@ -120,9 +120,11 @@ fn encoded(digest: &str) -> &str {
 
 /// The fixed-struct v1Compatibility of every entry but the top one.
 fn lower_v1_compatibility(id: &str, parent: &str, h: &super::config::History) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(256 + h.created_by.len() + h.comment.len());
     let field = |out: &mut Vec<u8>, key: &str, value: &str| {
-        out.extend_from_slice(format!(",\"{key}\":").as_bytes());
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
         write_string(out, value.as_bytes());
     };
     out.extend_from_slice(b"{\"id\":");

@@ -1,0 +1,695 @@
+#!/usr/bin/env python3
+"""registryfs benchmarks against the real peers, in one run (scripts/bench.sh).
+
+    python3 scripts/bench/run.py --registryfs target/release/registryfs \
+        --example target/release/examples/schema1_generation [--only blob,nginx,gen,scale]
+
+Prints one line per figure: `FIGURE <name>: <ratio> (<ours> vs <peer>) target <t>: met|MISSED`,
+preceded by `#` lines saying what was measured. Sections (docs/performance.md):
+
+  blob   a 1 GiB blob read through the mount vs the same file read directly, passthrough
+         on and off (--no-passthrough), cold (drop_caches) and warm;
+  nginx  wrk (64 connections) GET /v2/<repo>/manifests/latest, old client (schema1) and
+         schema2 Accept, served by nginx (config from `registryfs httpd-config nginx`)
+         from the mount, from the same bytes as plain files (`registryfs cat`), and by
+         Debian's docker-registry 2.8.2 from the same store;
+  gen    cold schema1 generation: in process (examples/schema1_generation), the first
+         `stat` of a tag's schema1 through the mount, the registry's first GET;
+  scale  a generated store with 100k repositories (scripts/bench/gen_store.py, on
+         /dev/shm): exec-to-answering time of the mount (and of the registry), daemon
+         RSS after `find` stats every file of the mount, and that walk's time vs `find`
+         over the store itself.
+
+Everything started here binds to 127.0.0.1 and is stopped by PID in a finally block
+(also on SIGTERM/SIGINT/SIGHUP and the --timeout alarm); every mount is unmounted.
+Standard library only; needs root (drop_caches, mount(2)) and wrk, nginx, docker-registry.
+"""
+
+import argparse
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.dont_write_bytecode = True
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "oracle"))
+sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "httpd"))
+
+from registry import SIGNING_KEY_JWK, Registry  # noqa: E402
+from servers import Nginx, ServerError, stop_process, tail  # noqa: E402
+
+MT_SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
+MT_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+GIB = 1 << 30
+FUSE_SUPER_MAGIC = 0x65735546
+
+FIGURES = []
+# nginx section: the servers (nginx, the registryfs daemon, the registry) on one vCPU, wrk
+# on the other, so that they do not take turns at random on both (runs varied 30%).
+SERVER_CPUS = {0}
+LOAD_CPUS = {1}
+
+
+def note(text):
+    print("# " + text, flush=True)
+
+
+def figure(name, ours, peer, unit, ratio, target, met):
+    """One result line: the ratio first, then both raw numbers."""
+    verdict = "-" if met is None else ("met" if met else "MISSED")
+    line = f"FIGURE {name}: {ratio:.2f}x ({ours} vs {peer} {unit}) target {target}: {verdict}"
+    FIGURES.append(line)
+    print(line, flush=True)
+
+
+def fmt(x, digits=1):
+    return f"{x:,.{digits}f}"
+
+
+class Cleanup:
+    """Processes and mounts to take down, newest first."""
+
+    def __init__(self):
+        self.items = []
+
+    def add(self, what, stop):
+        self.items.append((what, stop))
+        return stop
+
+    def remove(self, stop):
+        self.items = [(w, s) for (w, s) in self.items if s != stop]
+
+    def run(self):
+        while self.items:
+            what, stop = self.items.pop()
+            try:
+                stop()
+            except Exception as e:  # keep cleaning up
+                print(f"# cleanup {what}: {e}", file=sys.stderr)
+
+
+CLEANUP = Cleanup()
+
+
+def is_mountpoint(path):
+    try:
+        return os.stat(path).st_dev != os.stat(os.path.dirname(os.path.abspath(path))).st_dev
+    except OSError:
+        return False
+
+
+def detach(path):
+    if os.path.ismount(path) or is_mountpoint(path):
+        subprocess.run(["umount", "-l", path], capture_output=True, timeout=10)
+
+
+class Mount:
+    """`registryfs mount` in the foreground; `ready_s` is exec → the mount point answers."""
+
+    def __init__(self, binary, store, mountpoint, args, log_path, env=None):
+        self.binary, self.store, self.mountpoint = binary, store, mountpoint
+        self.args, self.log_path, self.env = list(args), log_path, env
+        self.proc = None
+        self.ready_s = None
+
+    def start(self, timeout=30):
+        os.makedirs(self.mountpoint, exist_ok=True)
+        detach(self.mountpoint)
+        parent_dev = os.stat(os.path.dirname(os.path.abspath(self.mountpoint))).st_dev
+        log = open(self.log_path, "ab")
+        cmd = [self.binary, "mount", self.store, self.mountpoint, *self.args]
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                     start_new_session=True, env=self.env)
+        log.close()
+        CLEANUP.add(f"mount {self.mountpoint}", self.stop)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                # stat waits for the FUSE handshake: answering means ready.
+                if os.stat(self.mountpoint).st_dev != parent_dev:
+                    self.ready_s = time.perf_counter() - t0
+                    return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise ServerError(f"registryfs mount exited with {self.proc.returncode}:\n" + tail(self.log_path))
+            time.sleep(0.0002)
+        raise ServerError("registryfs mount: not answering in time:\n" + tail(self.log_path))
+
+    def rss_kib(self):
+        return proc_status(self.proc.pid)
+
+    def stop(self):
+        proc, self.proc = self.proc, None
+        CLEANUP.remove(self.stop)
+        stop_process(proc, signal.SIGTERM, timeout=10)
+        detach(self.mountpoint)
+
+
+def pin(pid, cpus):
+    """Pins every thread of `pid` and of its child processes (nginx's workers) to `cpus`;
+    threads started later inherit it."""
+    pids = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        pids.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    for p in pids:
+        for tid in os.listdir(f"/proc/{p}/task"):
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except OSError:
+                pass
+
+
+def proc_status(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fuse_inodes():
+    try:
+        with open("/proc/slabinfo") as f:
+            for line in f:
+                if line.startswith("fuse_inode "):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def read_all(path, bufsize=1 << 20):
+    """Reads a file to the end with 1 MiB reads; returns (bytes, seconds)."""
+    buf = bytearray(bufsize)
+    view = memoryview(buf)
+    total = 0
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while True:
+            n = os.readv(fd, [view])
+            if n == 0:
+                break
+            total += n
+    finally:
+        os.close(fd)
+    return total, time.perf_counter() - t0
+
+
+def run(cmd, timeout, **kw):
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=True, **kw)
+
+
+# ---------------------------------------------------------------------------
+# stores
+
+
+def blob_store(root):
+    """A distribution store with one repository `big` holding one 1 GiB blob, on the
+    disk (not tmpfs: cold reads must hit the device). Reused across runs."""
+    v2 = os.path.join(root, "docker/registry/v2")
+    marker = os.path.join(root, "digest")
+    if os.path.exists(marker):
+        with open(marker) as f:
+            digest = f.read().strip()
+        if os.path.exists(blob_data_path(v2, digest)):
+            return digest
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    tmp = os.path.join(root, "blob.tmp")
+    chunk = os.urandom(16 << 20)
+    h = hashlib.sha256()
+    with open(tmp, "wb") as f:
+        for i in range(GIB // len(chunk)):
+            # Vary each chunk so nothing deduplicates or compresses.
+            piece = i.to_bytes(8, "little") + chunk[8:]
+            h.update(piece)
+            f.write(piece)
+    digest = "sha256:" + h.hexdigest()
+    data = blob_data_path(v2, digest)
+    os.makedirs(os.path.dirname(data))
+    os.rename(tmp, data)
+    link = os.path.join(v2, "repositories/big/_layers/sha256", digest.split(":")[1], "link")
+    os.makedirs(os.path.dirname(link))
+    with open(link, "w") as f:
+        f.write(digest)
+    with open(marker, "w") as f:
+        f.write(digest)
+    return digest
+
+
+def blob_data_path(v2, digest):
+    hexd = digest.split(":", 1)[1]
+    return os.path.join(v2, "blobs/sha256", hexd[:2], hexd, "data")
+
+
+def scale_store(path, repos):
+    """scripts/bench/gen_store.py's store, reused when complete."""
+    marker = os.path.join(path, f".complete-{repos}")
+    if os.path.exists(marker):
+        return path
+    shutil.rmtree(path, ignore_errors=True)
+    t0 = time.monotonic()
+    run([sys.executable, os.path.join(HERE, "gen_store.py"), path, "--repos", str(repos)], timeout=300)
+    open(marker, "w").close()
+    note(f"generated {repos} repositories in {path} in {time.monotonic() - t0:.0f}s")
+    return path
+
+
+# ---------------------------------------------------------------------------
+# blob throughput
+
+
+def bench_blob(args, work):
+    store = os.path.join(args.disk_dir, "blob-store")
+    digest = blob_store(store)
+    direct = blob_data_path(os.path.join(store, "docker/registry/v2"), digest)
+    note(f"blob: 1 GiB blob {digest[:19]}… at {direct}")
+
+    # Both mounts at once, so that cold and warm reads of the three ways can be
+    # interleaved: the virtual disk's host-side cache makes single cold reads noisy.
+    paths = {"direct": direct}
+    for mode, flags in (("passthrough", []), ("no-passthrough", ["--no-passthrough"])):
+        mp = os.path.join(work, f"mnt-blob-{mode}")
+        Mount(args.registryfs, store, mp, ["--signing-key", args.key, *flags],
+              os.path.join(work, f"mount-blob-{mode}.log")).start()
+        paths[mode] = os.path.join(mp, "big/blobs", digest)
+        # The first open checks the digest (hashes the whole file); the verdict is
+        # remembered while the file is unchanged, so it is not part of any read below.
+        t0 = time.perf_counter()
+        os.close(os.open(paths[mode], os.O_RDONLY))
+        note(f"blob: {mode}: first open (digest check of 1 GiB) {time.perf_counter() - t0:.2f}s")
+    times = {(way, temp): [] for way in paths for temp in ("cold", "warm")}
+    ways = list(paths.items())
+    for r in range(args.blob_rounds):
+        # Each round starts with another way, so no way is always first after a drop.
+        for way, path in ways[r % len(ways):] + ways[:r % len(ways)]:
+            drop_caches()
+            size, secs = read_all(path)
+            assert size == GIB, (path, size)
+            times[(way, "cold")].append(secs)
+    for way, path in paths.items():
+        read_all(path)  # into the page cache
+    for _ in range(args.blob_rounds):
+        for way, path in paths.items():
+            size, secs = read_all(path)
+            assert size == GIB, (path, size)
+            times[(way, "warm")].append(secs)
+    CLEANUP.run()  # both mounts
+
+    def gbps(way, temp):
+        return GIB / statistics.median(times[(way, temp)]) / 1e9
+
+    note(f"blob: GB/s per round (1 MiB reads, {args.blob_rounds} rounds, medians below): " + "; ".join(
+        f"{way} {temp} " + " ".join(f"{GIB / s / 1e9:.2f}" for s in times[(way, temp)])
+        for temp in ("cold", "warm") for way in paths))
+    for mode in ("passthrough", "no-passthrough"):
+        for temp in ("cold", "warm"):
+            ours, peer = gbps(mode, temp), gbps("direct", temp)
+            ratio = ours / peer
+            target = ">= 0.95x" if mode == "passthrough" else "(none)"
+            met = ratio >= 0.95 if mode == "passthrough" else None
+            figure(f"blob-read {mode} {temp}", fmt(ours, 2), fmt(peer, 2) + " direct", "GB/s", ratio, target, met)
+
+
+# ---------------------------------------------------------------------------
+# nginx vs plain files vs registry 2.8
+
+
+WRK_LUA = r"""
+local n = tonumber(os.getenv("RFS_REPOS"))
+local accept = os.getenv("RFS_ACCEPT") or ""
+local i = 0
+local first = true
+request = function()
+    i = (i + 1) % n
+    local headers = {}
+    if accept ~= "" then headers["Accept"] = accept end
+    return wrk.format("GET", string.format("/v2/bench/r%06d/manifests/latest", i), headers)
+end
+"""
+
+
+def wrk(port, accept, repos, seconds, work, allow_errors=False):
+    script = os.path.join(work, "wrk.lua")
+    with open(script, "w") as f:
+        f.write(WRK_LUA)
+    env = dict(os.environ, RFS_REPOS=str(repos), RFS_ACCEPT=accept)
+    p = run(["wrk", "-t2", "-c64", f"-d{seconds}s", "--timeout", "5s", "-s", script, f"http://127.0.0.1:{port}/"],
+            timeout=seconds + 30, env=env, preexec_fn=lambda: os.sched_setaffinity(0, LOAD_CPUS))
+    out = p.stdout.decode()
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m:
+        raise ServerError("wrk: no Requests/sec in:\n" + out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    if (bad or errors) and not allow_errors:
+        raise ServerError(f"wrk against port {port}: failures:\n{out}")
+    if bad or errors:
+        note(f"wrk against port {port}: {bad.group(0) if bad else ''} {errors.group(0) if errors else ''}")
+    return float(m.group(1))
+
+
+def warm_sequentially(port, accept, repos):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        for i in range(repos):
+            c.request("GET", f"/v2/bench/r{i:06d}/manifests/latest", headers={"Accept": accept} if accept else {})
+            c.getresponse().read()
+    finally:
+        c.close()
+
+
+def check_same(port_a, port_b, repos, accept):
+    """Both servers answer the benchmark's requests with the same status and body."""
+    for i in range(0, repos, max(1, repos // 20)):
+        path = f"/v2/bench/r{i:06d}/manifests/latest"
+        bodies = []
+        for port in (port_a, port_b):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                c.request("GET", path, headers={"Accept": accept} if accept else {})
+                r = c.getresponse()
+                bodies.append((r.status, r.getheader("Content-Type"), r.read()))
+            finally:
+                c.close()
+        if bodies[0] != bodies[1] or bodies[0][0] != 200:
+            raise ServerError(f"{path} ({accept or 'no Accept'}): {bodies[0][:2]} vs {bodies[1][:2]}")
+
+
+def materialize(binary, key, store, dest, repos):
+    """The files nginx reads for the benchmark's requests, as plain files made by
+    `registryfs cat` (the same bytes the mount serves)."""
+    t0 = time.monotonic()
+    shutil.rmtree(dest, ignore_errors=True)
+    for i in range(repos):
+        repo = f"bench/r{i:06d}"
+        tag_dir = f"{repo}/manifests/latest"
+        listing = run([binary, "--signing-key", key, "ls", store, tag_dir], timeout=30).stdout.decode().split()
+        os.makedirs(os.path.join(dest, tag_dir))
+        for name in listing:
+            data = run([binary, "--signing-key", key, "cat", store, f"{tag_dir}/{name}"], timeout=30).stdout
+            with open(os.path.join(dest, tag_dir, name), "wb") as f:
+                f.write(data)
+    os.chmod(dest, 0o755)
+    note(f"nginx: materialized {repos} tags with `registryfs cat` into {dest} in {time.monotonic() - t0:.1f}s")
+
+
+def start_nginx(binary, prefix, root):
+    n = Nginx(binary, prefix, root, njs=True)
+    CLEANUP.add(f"nginx {prefix}", n.stop)
+    return n.start()
+
+
+def start_registry(work, store):
+    os.makedirs(os.path.join(work, "registry"), exist_ok=True)
+    reg = Registry(os.path.join(work, "registry"))
+    reg.root = store  # serve the benchmark store (read only: GETs of existing tags)
+    CLEANUP.add("registry", reg.stop)
+    t0 = time.perf_counter()
+    reg.start()
+    return reg, time.perf_counter() - t0
+
+
+def bench_nginx(args, work, store):
+    repos = args.nginx_repos
+    plain = os.path.join(args.shm_dir, "plain")
+    materialize(args.registryfs, args.key, store, plain, repos)
+    mp = os.path.join(work, "mnt-nginx")
+    m = Mount(args.registryfs, store, mp, ["--signing-key", args.key, "--allow-other"],
+              os.path.join(work, "mount-nginx.log")).start()
+    try:
+        ng_mount = start_nginx(args.registryfs, os.path.join(work, "nginx-mount"), mp)
+        ng_plain = start_nginx(args.registryfs, os.path.join(work, "nginx-plain"), plain)
+        reg, _ = start_registry(work, store)
+        if len(os.sched_getaffinity(0)) >= 2:
+            for pid in (m.proc.pid, ng_mount.proc.pid, ng_plain.proc.pid, reg.proc.pid):
+                pin(pid, SERVER_CPUS)
+            note("nginx: servers (nginx, registryfs daemon, registry) pinned to CPU 0, wrk to CPU 1")
+        note(f"nginx: 2 workers each, njs, config from `registryfs httpd-config nginx --full`; "
+             f"mount :{ng_mount.port}, plain :{ng_plain.port}, registry :{reg.port}; "
+             f"{repos} repositories round robin; wrk -t2 -c64 -d{args.seconds}s")
+        results = {}
+        ports = {"mount": ng_mount.port, "plain": ng_plain.port, "registry": reg.port}
+        for label, accept in (("schema1", ""), ("schema2", MT_SCHEMA2)):
+            check_same(ng_mount.port, ng_plain.port, repos, accept)
+            # One GET per tag first: the registry's conversion writes the empty layer
+            # into the repository, which concurrent first GETs race on.
+            warm_sequentially(reg.port, accept, repos)
+            for name, port in ports.items():
+                wrk(port, accept, repos, 1, work, allow_errors=name == "registry")  # warm up
+            # Rounds alternate between the servers (2 vCPUs shared with wrk: noisy).
+            runs = {name: [] for name in ports}
+            daemon = []
+            for _ in range(args.nginx_rounds):
+                for name, port in ports.items():
+                    if name == "registry" and runs[name]:
+                        continue  # one run is plenty to tell 10x
+                    cpu0 = cpu_seconds(m.proc.pid)
+                    runs[name].append(wrk(port, accept, repos, args.seconds, work, allow_errors=name == "registry"))
+                    if name == "mount":
+                        daemon.append((cpu_seconds(m.proc.pid) - cpu0) / args.seconds)
+            for name in ports:
+                results[(label, name)] = statistics.median(runs[name])
+            note(f"nginx: {label} req/s per round (medians count): " + "; ".join(
+                f"{name} " + " ".join(fmt(r, 0) for r in runs[name]) for name in ports)
+                + f"; registryfs daemon CPU {statistics.median(daemon) * 100:.0f}% of a core")
+        for label in ("schema1", "schema2"):
+            mnt, pl, rg = results[(label, "mount")], results[(label, "plain")], results[(label, "registry")]
+            figure(f"nginx {label}-by-tag mount/plain", fmt(mnt, 0), fmt(pl, 0) + " plain", "req/s", mnt / pl,
+                   ">= 0.9x", mnt / pl >= 0.9)
+            target = ">= 10x" if label == "schema1" else "(none)"
+            met = mnt / rg >= 10 if label == "schema1" else None
+            figure(f"nginx {label}-by-tag mount/registry-2.8", fmt(mnt, 0), fmt(rg, 0) + " registry", "req/s",
+                   mnt / rg, target, met)
+    finally:
+        CLEANUP.run()  # registry, both nginx, the mount
+
+
+# ---------------------------------------------------------------------------
+# cold schema1 generation
+
+
+def bench_gen(args, work, store):
+    colds = []
+    run([args.example, "200"], timeout=60, env=dict(os.environ, TMPDIR=args.shm_dir))  # warm up
+    for _ in range(3):
+        out = run([args.example, str(args.gen_manifests)], timeout=300,
+                  env=dict(os.environ, TMPDIR=args.shm_dir)).stdout.decode()
+        vals = dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
+        note("gen: examples/schema1_generation " + ", ".join(f"{k}={v}" for k, v in vals.items()))
+        colds.append(float(vals["cold_lookup_us"]))
+    cold = min(colds)  # best of three: outside noise only slows down
+
+    # The registry: first GET of schema1 (converts and signs) vs of schema2 (stored
+    # bytes), for tags it has never served, one keep-alive connection.
+    reg, _ = start_registry(work, store)
+    try:
+        lat = {"schema1": [], "schema2": []}
+        conn = http.client.HTTPConnection("127.0.0.1", reg.port, timeout=10)
+        first = 20000
+        for i in range(first, first + args.gen_samples):
+            for kind, accept in (("schema2", MT_SCHEMA2), ("schema1", None)):
+                t0 = time.perf_counter()
+                conn.request("GET", f"/v2/bench/r{i:06d}/manifests/latest", headers={"Accept": accept} if accept else {})
+                r = conn.getresponse()
+                r.read()
+                lat[kind].append(time.perf_counter() - t0)
+                assert r.status == 200 and r.getheader("Content-Type") == (accept or MT_SCHEMA1), (r.status, kind)
+        conn.close()
+    finally:
+        reg.stop()
+    reg_s1 = statistics.median(lat["schema1"]) * 1e6
+    reg_s2 = statistics.median(lat["schema2"]) * 1e6
+    reg_conv = reg_s1 - reg_s2
+    note(f"gen: registry 2.8.2 GET median: schema1 {fmt(reg_s1)} us, schema2 {fmt(reg_s2)} us "
+         f"(conversion = the difference, {fmt(reg_conv)} us)")
+    figure("schema1 cold generation (in process) vs registry conversion", fmt(cold), fmt(reg_conv) + " registry",
+           "us", cold / reg_conv, "<= 200 us", cold <= 200)
+
+    # The first stat of a schema1 file through the mount (its folder already looked up).
+    mp = os.path.join(work, "mnt-gen")
+    m = Mount(args.registryfs, store, mp, ["--signing-key", args.key], os.path.join(work, "mount-gen.log")).start()
+    try:
+        first_stat = []
+        for i in range(30000, 30000 + args.gen_samples):
+            d = os.path.join(mp, f"bench/r{i:06d}/manifests/latest")
+            os.stat(d)
+            t0 = time.perf_counter()
+            os.stat(os.path.join(d, "schema1"))
+            first_stat.append(time.perf_counter() - t0)
+        again = []
+        for i in range(30000, 30000 + args.gen_samples):
+            t0 = time.perf_counter()
+            os.stat(os.path.join(mp, f"bench/r{i:06d}/manifests/latest/schema1"))
+            again.append(time.perf_counter() - t0)
+    finally:
+        m.stop()
+    fs1 = statistics.median(first_stat) * 1e6
+    note(f"gen: mount: first stat of schema1 median {fmt(fs1)} us (p90 "
+         f"{fmt(sorted(first_stat)[len(first_stat) * 9 // 10] * 1e6)} us); cached stat {fmt(statistics.median(again) * 1e6)} us")
+    figure("schema1 first stat through the mount vs registry first GET", fmt(fs1), fmt(reg_s1) + " registry", "us",
+           fs1 / reg_s1, "(none)", None)
+
+
+# ---------------------------------------------------------------------------
+# 100k repositories: mount-ready time, RSS, walk
+
+
+def bench_scale(args, work, store):
+    mp = os.path.join(work, "mnt-scale")
+    ready = []
+    for i in range(args.ready_runs):
+        m = Mount(args.registryfs, store, mp, ["--signing-key", args.key], os.path.join(work, "mount-scale.log")).start()
+        ready.append(m.ready_s)
+        if i < args.ready_runs - 1:
+            m.stop()
+    try:
+        ready_ms = statistics.median(ready) * 1e3
+        reg, reg_ready = start_registry(work, store)
+        reg.stop()
+        reg_ready_ms = reg_ready * 1e3
+        note(f"scale: mount ready (exec → stat of the mount point answers), {len(ready)} runs: "
+             + ", ".join(f"{r * 1e3:.1f}" for r in ready) + " ms")
+        figure("mount ready, 100k repositories, vs registry 2.8 ready", fmt(ready_ms), fmt(reg_ready_ms) + " registry",
+               "ms", ready_ms / reg_ready_ms, "<= 100 ms", ready_ms <= 100)
+        rss0 = m.rss_kib()["VmRSS"]
+
+        def walk(root):
+            t0 = time.perf_counter()
+            p = run(["find", root, "-printf", "%s %y\n"], timeout=args.walk_timeout)
+            secs = time.perf_counter() - t0
+            lines = p.stdout.decode().splitlines()
+            return secs, len(lines), sum(1 for ln in lines if ln.endswith("f"))
+
+        plain_s, plain_n, _ = walk(os.path.join(store, "docker/registry/v2"))
+        mount_s, mount_n, mount_files = walk(mp)
+        st = m.rss_kib()
+        inodes = fuse_inodes()
+        note(f"scale: find -printf '%s' over the mount: {mount_n} entries ({mount_files} files, each stat'ed: "
+             f"every tag's schema1 generated) in {mount_s:.1f}s; over the store: {plain_n} entries in {plain_s:.1f}s")
+        note(f"scale: daemon RSS {rss0 / 1024:.1f} MiB after mounting, {st['VmRSS'] / 1024:.1f} MiB after the walk "
+             f"(peak {st['VmHWM'] / 1024:.1f} MiB); kernel fuse inodes {inodes}")
+        figure("find walk, 100k repositories, mount vs store", f"{mount_s:.1f}", f"{plain_s:.1f} store", "s",
+               mount_s / plain_s, "(none)", None)
+        rss = st["VmRSS"] / 1024
+        figure("daemon RSS after the walk vs target", f"{rss:.1f}", "64", "MiB", rss / 64, "<= 64 MiB", rss <= 64)
+    finally:
+        m.stop()
+
+
+# ---------------------------------------------------------------------------
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--registryfs", required=True)
+    ap.add_argument("--example", required=True, help="target/release/examples/schema1_generation")
+    ap.add_argument("--only", default="blob,nginx,gen,scale")
+    ap.add_argument("--repos", type=int, default=100000, help="repositories in the generated store")
+    ap.add_argument("--nginx-repos", type=int, default=200)
+    ap.add_argument("--seconds", type=int, default=3, help="wrk duration per run")
+    ap.add_argument("--nginx-rounds", type=int, default=5)
+    ap.add_argument("--gen-manifests", type=int, default=2000)
+    ap.add_argument("--gen-samples", type=int, default=500)
+    ap.add_argument("--blob-rounds", type=int, default=5)
+    ap.add_argument("--ready-runs", type=int, default=5)
+    ap.add_argument("--walk-timeout", type=int, default=420)
+    ap.add_argument("--shm-dir", default="/dev/shm/registryfs-bench")
+    ap.add_argument("--disk-dir", default=os.path.join(REPO_ROOT, "target", "bench"))
+    ap.add_argument("--timeout", type=int, default=900, help="abort (and clean up) after this many seconds")
+    args = ap.parse_args(argv)
+    args.registryfs = os.path.abspath(args.registryfs)
+    args.example = os.path.abspath(args.example)
+    sections = args.only.split(",")
+    if os.geteuid() != 0:
+        print("error: run as root (drop_caches, mount(2))", file=sys.stderr)
+        return 2
+    for tool in ("wrk", "nginx", "find"):
+        if not shutil.which(tool):
+            print(f"error: {tool} not found (scripts/install-deps.sh)", file=sys.stderr)
+            return 2
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    signal.signal(signal.SIGALRM, lambda *_: on_signal("SIGALRM (--timeout)", None))
+    signal.alarm(args.timeout)
+
+    os.makedirs(args.shm_dir, exist_ok=True)
+    os.makedirs(args.disk_dir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="registryfs-bench-")
+    os.chmod(work, 0o711)  # nginx workers (nobody) reach the mounts below
+    args.key = os.path.join(work, "signing-key.json")
+    with open(args.key, "w") as f:
+        f.write(SIGNING_KEY_JWK)
+    os.chmod(args.key, 0o600)
+    t0 = time.monotonic()
+    note(f"machine: {os.cpu_count()} CPUs, {os.uname().release}; registryfs {args.registryfs}")
+    try:
+        store = None
+        if {"nginx", "gen", "scale"} & set(sections):
+            store = scale_store(os.path.join(args.shm_dir, f"store-{args.repos}"), args.repos)
+        # blob last: dropping the caches slows the whole VM down for a while after
+        # (its memory is given back to the host and faulted in again).
+        if "gen" in sections:
+            bench_gen(args, work, store)
+        if "nginx" in sections:
+            bench_nginx(args, work, store)
+        if "scale" in sections:
+            bench_scale(args, work, store)
+        if "blob" in sections:
+            bench_blob(args, work)
+    except KeyboardInterrupt as e:
+        print(f"error: interrupted: {e}", file=sys.stderr)
+        return 1
+    except (ServerError, subprocess.SubprocessError, OSError, AssertionError) as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        if isinstance(e, subprocess.CalledProcessError):
+            print(e.stderr.decode(errors="replace")[-2000:], file=sys.stderr)
+        return 1
+    finally:
+        signal.alarm(0)
+        CLEANUP.run()
+        shutil.rmtree(work, ignore_errors=True)
+        note(f"done in {time.monotonic() - t0:.0f}s")
+    print("\n".join(FIGURES))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
