@@ -9,7 +9,6 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{self, Descriptor, Manifest, ManifestKind, ParsedManifest};
 use crate::schema1;
-use crate::store::MAX_DOCUMENT_BYTES;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -221,29 +220,22 @@ impl Namespace {
         }
         let config_digest =
             Digest::parse(&config.digest).map_err(|e| format!("config digest: {e}"))?;
-        let (config_path, config_bytes) = self
+        let config = self
             .read_document_blob(repo, &config_digest)
             .map_err(|e| e.to_string())?;
         let layer_digests: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
         // Name the config file: most refusals come from its content.
-        let payload = schema1::build_payload(repo, tag, &layer_digests, &config_bytes)
-            .map_err(|e| format!("{e} (config {})", config_path.display()))?;
+        let payload = schema1::build_payload(repo, tag, &layer_digests, &config.bytes)
+            .map_err(|e| format!("{e} (config {})", config.path.display()))?;
         let signed = schema1::jws::sign(&payload.bytes, &self.config.key, &payload.signing_time)?;
         Ok(signed.into())
     }
 
-    /// A config blob linked into the repository, read whole and checked, and its file.
-    fn read_document_blob(
-        &self,
-        repo: &str,
-        digest: &Digest,
-    ) -> Result<(std::path::PathBuf, Vec<u8>)> {
-        let blob = self
-            .store
-            .blob(repo, digest)?
-            .ok_or_else(|| Error::NotFound(format!("config blob {digest} is not in {repo}")))?;
-        let bytes = crate::store::read_blob_verified(&blob, digest, MAX_DOCUMENT_BYTES)?;
-        Ok((blob.path, bytes))
+    /// A config blob linked into the repository, read whole and checked.
+    fn read_document_blob(&self, repo: &str, digest: &Digest) -> Result<crate::store::Document> {
+        self.store
+            .document_blob(repo, digest)?
+            .ok_or_else(|| Error::NotFound(format!("config blob {digest} is not in {repo}")))
     }
 
     /// A stored schema1 payload, signed with our key as registry 2.8.2 re-signs it on

@@ -7,7 +7,7 @@
 //! repositories/<name…>/_manifests/tags/<tag>/current/link
 //! ```
 
-use super::fsutil::{read_verified, Root};
+use super::fsutil::Root;
 use super::{BlobFile, Document, Store, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -69,9 +69,10 @@ impl DistributionStore {
         Ok(out)
     }
 
-    /// Follows a repository link to the blob's data file. The link must name the digest
-    /// we were asked for: an alias link would serve other bytes under this digest.
-    fn linked_data(&self, link_rel: &str, digest: &Digest) -> Result<Option<BlobFile>> {
+    /// Follows a repository link to the blob's data file, relative to the root. The link
+    /// must name the digest we were asked for: an alias link would serve other bytes
+    /// under this digest.
+    fn linked_data_rel(&self, link_rel: &str, digest: &Digest) -> Result<Option<String>> {
         let Some(target) = self.root.read_link(link_rel)? else {
             return Ok(None);
         };
@@ -81,36 +82,62 @@ impl DistributionStore {
                 format!("link names {target}, not {digest}; registryfs serves content only under its own digest"),
             ));
         }
-        let Some(hex) = digest.sha256_hex() else {
+        Ok(digest
+            .sha256_hex()
+            .map(|hex| format!("blobs/sha256/{}/{hex}/data", &hex[..2])))
+    }
+
+    /// Still "not found" (registry 2.8.2 answers 404 too), but saying which link leads
+    /// nowhere: garbage collection leaves layer links behind, and a broken revision or
+    /// tag is otherwise hard to tell from an unknown one.
+    fn dangling(&self, link_rel: &str, digest: &Digest, data_rel: &str) -> Error {
+        Error::NotFound(format!(
+            "{}: names {digest}, whose data file {} is missing",
+            self.root.dir.join(link_rel).display(),
+            self.root.dir.join(data_rel).display()
+        ))
+    }
+
+    /// The blob data file a repository link leads to.
+    fn linked_data(&self, link_rel: &str, digest: &Digest) -> Result<Option<BlobFile>> {
+        let Some(data) = self.linked_data_rel(link_rel, digest)? else {
             return Ok(None);
         };
-        let data = format!("blobs/sha256/{}/{hex}/data", &hex[..2]);
         match self.root.regular_file(&data)? {
             Some((path, len)) => Ok(Some(BlobFile { path, len })),
-            // Still "not found" (registry 2.8.2 answers 404 too), but saying which link
-            // leads nowhere: garbage collection leaves layer links behind, and a broken
-            // revision or tag is otherwise hard to tell from an unknown one.
-            None => Err(Error::NotFound(format!(
-                "{}: names {digest}, whose data file {} is missing",
-                self.root.dir.join(link_rel).display(),
-                self.root.dir.join(&data).display()
-            ))),
+            None => Err(self.dangling(link_rel, digest, &data)),
         }
     }
 
-    /// The data file of a manifest revision of `repo`.
-    fn manifest_data(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>> {
+    /// A linked document (manifest, config) read whole through the root, so the bytes
+    /// checked against the digest are the bytes returned.
+    fn linked_document(&self, link_rel: &str, digest: &Digest) -> Result<Option<Document>> {
+        let Some(data) = self.linked_data_rel(link_rel, digest)? else {
+            return Ok(None);
+        };
+        match self.root.read_verified(&data, digest, MAX_DOCUMENT_BYTES)? {
+            Some((path, bytes)) => Ok(Some(Document {
+                path,
+                bytes: bytes.into(),
+            })),
+            None => Err(self.dangling(link_rel, digest, &data)),
+        }
+    }
+
+    /// The link of a manifest revision of `repo`: registry 2.1.0 linked manifests under
+    /// `_layers`, and 2.8.2 still falls back to it when the revision link is missing.
+    fn manifest_link(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
         let Some(hex) = digest.sha256_hex() else {
             return Ok(None);
         };
         let revision = format!("{}/_manifests/revisions/sha256/{hex}/link", repo_dir(repo));
-        // registry 2.1.0 linked manifests under _layers; 2.8.2 still falls back to it.
-        let link = if self.root.regular_file(&revision)?.is_some() {
-            revision
-        } else {
-            format!("{}/_layers/sha256/{hex}/link", repo_dir(repo))
-        };
-        self.linked_data(&link, digest)
+        if self.root.regular_file(&revision)?.is_some() {
+            return Ok(Some(revision));
+        }
+        Ok(Some(format!(
+            "{}/_layers/sha256/{hex}/link",
+            repo_dir(repo)
+        )))
     }
 }
 
@@ -194,9 +221,9 @@ impl Store for DistributionStore {
         for digest in self.linked_digests(&revisions)? {
             // Listed only if a lookup would find it, like tags and blobs: a revision
             // whose data is gone or whose link names another digest is logged instead.
-            match self.manifest_data(repo, &digest) {
-                Ok(Some(_)) => out.push(digest),
-                Ok(None) => {}
+            match self.has_manifest(repo, &digest) {
+                Ok(true) => out.push(digest),
+                Ok(false) => {}
                 Err(e) => log::warn!("{e}"),
             }
         }
@@ -204,18 +231,17 @@ impl Store for DistributionStore {
     }
 
     fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Document>> {
-        let Some(blob) = self.manifest_data(repo, digest)? else {
-            return Ok(None);
-        };
-        let bytes = read_verified(&blob.path, digest, MAX_DOCUMENT_BYTES)?.into();
-        Ok(Some(Document {
-            path: blob.path,
-            bytes,
-        }))
+        match self.manifest_link(repo, digest)? {
+            Some(link) => self.linked_document(&link, digest),
+            None => Ok(None),
+        }
     }
 
     fn has_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        Ok(self.manifest_data(repo, digest)?.is_some())
+        match self.manifest_link(repo, digest)? {
+            Some(link) => Ok(self.linked_data(&link, digest)?.is_some()),
+            None => Ok(false),
+        }
     }
 
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>> {
@@ -230,6 +256,16 @@ impl Store for DistributionStore {
             }
         }
         Ok(out)
+    }
+
+    fn document_blob(&self, repo: &str, digest: &Digest) -> Result<Option<Document>> {
+        let Some(hex) = digest.sha256_hex() else {
+            return Ok(None);
+        };
+        self.linked_document(
+            &format!("{}/_layers/sha256/{hex}/link", repo_dir(repo)),
+            digest,
+        )
     }
 
     fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>> {

@@ -163,6 +163,22 @@ impl Root {
         read_limited_from(file, &path, limit).map(Some)
     }
 
+    /// Reads a document (manifest, config) whole through the root and checks that it
+    /// hashes to `digest`: the bytes checked are the bytes returned.
+    pub fn read_verified(
+        &self,
+        rel: &str,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Option<(PathBuf, Vec<u8>)>> {
+        let Some(bytes) = self.read_limited(rel, limit)? else {
+            return Ok(None);
+        };
+        let path = self.dir.join(rel);
+        check_digest(&path, digest, &bytes)?;
+        Ok(Some((path, bytes)))
+    }
+
     /// Reads a link file and parses its content as a digest, exactly (no trimming).
     ///
     /// registry 2.8.2 rewrites link files in place on every push (truncate, then write),
@@ -227,34 +243,18 @@ fn read_limited_from(file: File, path: &Path, limit: u64) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Reads at most `limit` bytes of a file found through [`Root`].
-pub fn read_file_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    // Refuse an oversized file by its size, before reading: without this a 1 GiB
-    // "manifest" cost a 4 MiB read (and its allocation) on every lookup.
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    if len > limit {
-        return Err(Error::invalid(
-            path,
-            format!("{len} bytes is more than the {limit}-byte limit"),
-        ));
+/// Checks that document bytes read from `path` hash to `digest`.
+pub fn check_digest(path: &Path, digest: &Digest, bytes: &[u8]) -> Result<()> {
+    if digest.matches(bytes) {
+        return Ok(());
     }
-    read_limited_from(file, path, limit)
-}
-
-/// Reads a document blob and checks it hashes to `digest`.
-pub fn read_verified(path: &Path, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
-    let bytes = read_file_limited(path, limit)?;
-    if !digest.matches(&bytes) {
-        return Err(Error::invalid(
-            path,
-            format!(
-                "content does not hash to {digest} (found {})",
-                Digest::of(&bytes)
-            ),
-        ));
-    }
-    Ok(bytes)
+    Err(Error::invalid(
+        path,
+        format!(
+            "content does not hash to {digest} (found {})",
+            Digest::of(bytes)
+        ),
+    ))
 }
 
 #[cfg(test)]

@@ -59,6 +59,10 @@ pub trait Store: Send + Sync {
         Ok(self.manifest(repo, digest)?.is_some())
     }
 
+    /// A small blob linked into the repository (a config), read whole (at most
+    /// [`MAX_DOCUMENT_BYTES`]) and checked against `digest`, or None.
+    fn document_blob(&self, repo: &str, digest: &Digest) -> Result<Option<Document>>;
+
     /// Digests of the blobs linked into the repository.
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>>;
 
@@ -98,9 +102,4 @@ pub fn open(root: &Path, options: &OpenOptions) -> Result<Arc<dyn Store>> {
         root,
         "not a registry store: expected docker/registry/v2 (distribution) or an oci-layout file (OCI image layout)",
     ))
-}
-
-/// Reads a small blob (a config) whole and checks it hashes to `digest`.
-pub fn read_blob_verified(blob: &BlobFile, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
-    fsutil::read_verified(&blob.path, digest, limit)
 }

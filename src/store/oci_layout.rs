@@ -5,7 +5,7 @@
 //! tools write) names its own repository. Every manifest reachable from `index.json`
 //! (nested indexes included) and every blob is shared by all repositories of the layout.
 
-use super::fsutil::{read_verified, Root};
+use super::fsutil::Root;
 use super::{BlobFile, Document, Store, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -115,11 +115,14 @@ impl OciLayoutStore {
         let Some(hex) = digest.sha256_hex() else {
             return Ok(None);
         };
-        let Some((path, _)) = self.root.regular_file(&format!("blobs/sha256/{hex}"))? else {
-            return Ok(None);
-        };
-        let bytes = read_verified(&path, digest, MAX_DOCUMENT_BYTES)?.into();
-        Ok(Some(Document { path, bytes }))
+        let rel = format!("blobs/sha256/{hex}");
+        Ok(self
+            .root
+            .read_verified(&rel, digest, MAX_DOCUMENT_BYTES)?
+            .map(|(path, bytes)| Document {
+                path,
+                bytes: bytes.into(),
+            }))
     }
 
     fn index(&self) -> Result<Index> {
@@ -288,11 +291,10 @@ impl Store for OciLayoutStore {
     }
 
     fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Document>> {
-        let Some(path) = self.manifest_blob(repo, digest)? else {
+        if self.manifest_blob(repo, digest)?.is_none() {
             return Ok(None);
-        };
-        let bytes = read_verified(&path, digest, MAX_DOCUMENT_BYTES)?.into();
-        Ok(Some(Document { path, bytes }))
+        }
+        self.read_manifest_blob(digest)
     }
 
     fn has_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
@@ -314,6 +316,13 @@ impl Store for OciLayoutStore {
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    fn document_blob(&self, repo: &str, digest: &Digest) -> Result<Option<Document>> {
+        if !self.is_repository(repo)? {
+            return Ok(None);
+        }
+        self.read_manifest_blob(digest)
     }
 
     fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>> {
