@@ -50,6 +50,7 @@ ORACLE = os.path.join(REPO_ROOT, "tests", "oracle")
 sys.path.insert(0, ORACLE)
 sys.path.insert(0, HERE)
 
+from libtrust import SetupError, ensure_verifier, libtrust_verify  # noqa: E402
 import fixtures  # noqa: E402
 from registry import (  # noqa: E402
     MT_LIST,
@@ -117,10 +118,6 @@ def sha256(data):
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-class SetupError(Exception):
-    pass
-
-
 class Report:
     def __init__(self):
         self.passed = 0
@@ -140,25 +137,6 @@ class Report:
             self.passed += 1
             note = f" [known: {', '.join(known)}]" if known else ""
             print(f"ok {what}{note}", flush=True)
-
-
-def libtrust_verify(verifier, data):
-    p = subprocess.run([verifier, "-"], input=data, capture_output=True, timeout=30)
-    if p.returncode != 0:
-        return False, None, [], p.stderr.decode("utf-8", "replace").strip()
-    lines = p.stdout.decode().split()
-    return True, lines[0], lines[1:], ""
-
-
-def ensure_verifier():
-    out = os.path.join(REPO_ROOT, "target", "libtrust-verify")
-    src = os.path.join(REPO_ROOT, "tests", "libtrust-verify", "main.go")
-    if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(src):
-        return out
-    p = subprocess.run([os.path.join(REPO_ROOT, "scripts", "build-libtrust-verify.sh")], capture_output=True, timeout=300)
-    if p.returncode != 0:
-        raise SetupError("building libtrust-verify failed:\n" + p.stderr.decode("utf-8", "replace"))
-    return out
 
 
 def error_triplet(resp):

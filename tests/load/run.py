@@ -58,6 +58,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "oracle"))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "httpd"))
 
+from libtrust import SetupError, ensure_verifier, libtrust_verify  # noqa: E402
 import fixtures  # noqa: E402
 from registry import (  # noqa: E402
     MT_LIST,
@@ -87,10 +88,6 @@ BIG_LAYER = 256 * 1024
 FAULT_LEAD = 3.0  # seconds of load before a fault
 RECOVERY_WINDOW = 10.0  # seconds to wait for correct answers after the new mount (and after a reload)
 DOCKER_ACCEPT = [MT_SCHEMA1_SIGNED, "application/json", MT_SCHEMA2, MT_LIST, MT_OCI, MT_OCI_INDEX]
-
-
-class SetupError(Exception):
-    pass
 
 
 # ---------------------------------------------------------------------------
@@ -292,24 +289,6 @@ def get(port, probe, conn=None, timeout=10):
         raise
 
 
-def libtrust_verify(verifier, data):
-    p = subprocess.run([verifier, "-"], input=data, capture_output=True, timeout=30)
-    if p.returncode != 0:
-        return False, None, [], p.stderr.decode("utf-8", "replace").strip()
-    lines = p.stdout.decode().split()
-    return True, lines[0], lines[1:], ""
-
-
-def ensure_verifier():
-    out = os.path.join(REPO_ROOT, "target", "libtrust-verify")
-    src = os.path.join(REPO_ROOT, "tests", "libtrust-verify", "main.go")
-    if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(src):
-        return out
-    p = subprocess.run([os.path.join(REPO_ROOT, "scripts", "build-libtrust-verify.sh")], capture_output=True,
-                       timeout=300)
-    if p.returncode != 0:
-        raise SetupError("building libtrust-verify failed:\n" + p.stderr.decode("utf-8", "replace"))
-    return out
 
 
 # ---------------------------------------------------------------------------

@@ -63,6 +63,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+from libtrust import SetupError, ensure_verifier, libtrust_verify  # noqa: E402
 import fixtures  # noqa: E402
 from registry import (  # noqa: E402
     ACCEPT_KINDS,
@@ -77,10 +78,6 @@ KIND_BY_MEDIA_TYPE = {v: k for k, v in KIND_MEDIA_TYPES.items()}
 ZERO_DIGEST = "sha256:" + "0" * 64
 VECTOR = os.path.join(HERE, "vectors", "schema1-signing-s9.json")
 VECTOR_DIGEST = "sha256:8e5a0ce9569ec389724987ee54f11092885e1b43aa7c84fa6929cd9670bec409"
-
-
-class SetupError(Exception):
-    pass
 
 
 # ---------------------------------------------------------------------------
@@ -157,29 +154,6 @@ class RegistryFS:
         return self.run("ls", path, extra)
 
 
-def libtrust_verify(verifier, data):
-    """Returns (ok, digest, kids, error)."""
-    p = subprocess.run([verifier, "-"], input=data, capture_output=True, timeout=30)
-    if p.returncode != 0:
-        return False, None, [], p.stderr.decode("utf-8", "replace").strip()
-    lines = p.stdout.decode().split()
-    return True, lines[0], lines[1:], ""
-
-
-def ensure_verifier():
-    """Build target/libtrust-verify when missing or older than its source."""
-    out = os.path.join(REPO_ROOT, "target", "libtrust-verify")
-    src = os.path.join(REPO_ROOT, "tests", "libtrust-verify", "main.go")
-    if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(src):
-        return out
-    p = subprocess.run(
-        [os.path.join(REPO_ROOT, "scripts", "build-libtrust-verify.sh")],
-        capture_output=True,
-        timeout=300,
-    )
-    if p.returncode != 0:
-        raise SetupError("building libtrust-verify failed:\n" + p.stderr.decode("utf-8", "replace"))
-    return out
 
 
 # ---------------------------------------------------------------------------
