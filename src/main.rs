@@ -181,8 +181,8 @@ fn cat(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> 
         Content::Bytes(bytes) => out.write_all(&bytes).map_err(|e| Error::io("stdout", e))?,
         Content::Blob { file, digest } => {
             // Verify before writing anything: a mismatching blob must not reach stdout.
-            ns.verify_blob(&file, &digest)?;
-            let mut f = std::fs::File::open(&file.path).map_err(|e| Error::io(&file.path, e))?;
+            // The checked descriptor is the one copied.
+            let mut f = ns.open_blob(&file, &digest)?;
             std::io::copy(&mut f, &mut out).map_err(|e| Error::io(&file.path, e))?;
         }
     }

@@ -319,3 +319,27 @@ fn oci_layout_tags_come_from_ref_names() {
     );
     assert_eq!(bytes(&ns, &format!("myimage/blobs/{layer}")), b"layer");
 }
+
+#[test]
+fn a_blob_swapped_for_an_escaping_symlink_after_lookup_is_refused() {
+    let s = StoreBuilder::new();
+    s.image("app", "t", &config(1), &[b"secret-shaped"], LAYER);
+    let ns = s.open(settings());
+    let layer = Digest::of(b"secret-shaped");
+    let Node::File(Content::Blob { file, digest }) =
+        ns.lookup(&format!("app/blobs/{layer}")).expect("lookup")
+    else {
+        panic!("a blob")
+    };
+    // Same bytes outside the store: the digest check alone would pass.
+    let outside = tempfile::tempdir().expect("tempdir");
+    let target = outside.path().join("data");
+    std::fs::write(&target, b"secret-shaped").expect("write");
+    std::fs::remove_file(s.blob_path(&layer)).expect("rm");
+    std::os::unix::fs::symlink(&target, s.blob_path(&layer)).expect("symlink");
+    let err = ns
+        .open_blob(&file, &digest)
+        .expect_err("escapes")
+        .to_string();
+    assert!(err.contains("outside the store"), "{err}");
+}

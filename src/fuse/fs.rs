@@ -184,24 +184,20 @@ impl RegistryFs {
         digest: &crate::digest::Digest,
         reply: ReplyOpen,
     ) {
-        // Open first, then verify: the handle reads what was checked (blob files are
-        // content-addressed and never rewritten in place by a registry).
-        let opened = match File::open(&file.path) {
+        // One descriptor, opened through the store's confinement, is hashed and then
+        // served (read or passthrough): what was checked is what is read.
+        let opened = match self.ns.open_blob(file, digest) {
             Ok(f) => f,
             // Deleted since the lookup (a registry garbage collection): the path is gone.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                info!("{path}: {}: {e}", file.path.display());
+            Err(e) if e.is_not_found() => {
+                info!("{path}: {e}");
                 return reply.error(Errno::ENOENT);
             }
             Err(e) => {
-                warn!("{path}: {}: {e}", file.path.display());
+                warn!("{path}: {e}");
                 return reply.error(Errno::EIO);
             }
         };
-        if let Err(e) = self.ns.verify_blob(file, digest) {
-            warn!("{path}: {e}");
-            return reply.error(Errno::EIO);
-        }
         let mut flags = FopenFlags::FOPEN_NOFLUSH;
         let mode = if self.passthrough {
             let (mode, err) = self.backing.open(ino, || reply.open_backing(&opened));

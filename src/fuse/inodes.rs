@@ -901,6 +901,7 @@ mod tests {
             Version::of(&Content::Blob {
                 file: BlobFile {
                     path: "/store/data".into(),
+                    rel: "data".into(),
                     len,
                 },
                 digest: digest.clone(),

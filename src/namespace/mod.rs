@@ -315,10 +315,15 @@ impl Namespace {
         Ok(Some(out.into()))
     }
 
-    /// Checks that a blob file hashes to its digest before it is served. The verdict is
-    /// remembered while the file's inode, size and times stay the same.
-    pub fn verify_blob(&self, file: &BlobFile, digest: &Digest) -> Result<()> {
-        let meta = std::fs::metadata(&file.path).map_err(|e| Error::io(&file.path, e))?;
+    /// Opens a blob to serve it, confined to the store, after checking that the bytes of
+    /// this very descriptor hash to its digest (so no swap between check and open can
+    /// change what is served). The verdict is remembered while the file's inode, size
+    /// and times stay the same. The file is returned at offset 0.
+    pub fn open_blob(&self, file: &BlobFile, digest: &Digest) -> Result<std::fs::File> {
+        let opened = self.store.open_blob(file)?.ok_or_else(|| {
+            Error::NotFound(format!("{}: blob data is gone", file.path.display()))
+        })?;
+        let meta = opened.metadata().map_err(|e| Error::io(&file.path, e))?;
         let identity = FileIdentity {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -326,10 +331,10 @@ impl Namespace {
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
             ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
         };
-        if meta.len() != file.len {
+        if !meta.is_file() || meta.len() != file.len {
             return Err(Error::invalid(
                 &file.path,
-                "blob changed size while being served",
+                "blob changed since it was looked up",
             ));
         }
         if self
@@ -338,9 +343,9 @@ impl Namespace {
             .map(|mut c| c.get(&identity) == Some(digest))
             .unwrap_or(false)
         {
-            return Ok(());
+            return Ok(opened);
         }
-        let actual = hash_file(&file.path)?;
+        let actual = hash_open_file(&opened, &file.path)?;
         if actual != *digest {
             return Err(Error::invalid(
                 &file.path,
@@ -350,22 +355,33 @@ impl Namespace {
         if let Ok(mut cache) = self.verified_blobs.lock() {
             cache.put(identity, digest.clone());
         }
-        Ok(())
+        Ok(opened)
+    }
+
+    /// Checks a blob as [`Namespace::open_blob`] does, without keeping it open.
+    pub fn verify_blob(&self, file: &BlobFile, digest: &Digest) -> Result<()> {
+        self.open_blob(file, digest).map(|_| ())
     }
 }
 
-fn hash_file(path: &std::path::Path) -> Result<Digest> {
+/// sha256 of an open file, read with positioned reads so its offset stays at 0.
+fn hash_open_file(file: &std::fs::File, path: &std::path::Path) -> Result<Digest> {
     use sha2::{Digest as _, Sha256};
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    use std::os::unix::fs::FileExt;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
     loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        let n = match file.read_at(&mut buf, offset) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        };
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
+        offset += n as u64;
     }
     Digest::parse(&format!(
         "sha256:{}",

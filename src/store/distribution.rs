@@ -104,7 +104,11 @@ impl DistributionStore {
             return Ok(None);
         };
         match self.root.regular_file(&data)? {
-            Some((path, len)) => Ok(Some(BlobFile { path, len })),
+            Some((path, len)) => Ok(Some(BlobFile {
+                path,
+                rel: data,
+                len,
+            })),
             None => Err(self.dangling(link_rel, digest, &data)),
         }
     }
@@ -266,6 +270,10 @@ impl Store for DistributionStore {
             &format!("{}/_layers/sha256/{hex}/link", repo_dir(repo)),
             digest,
         )
+    }
+
+    fn open_blob(&self, blob: &BlobFile) -> Result<Option<std::fs::File>> {
+        self.root.open_read(&blob.rel)
     }
 
     fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>> {

@@ -87,6 +87,11 @@ impl Root {
         }
     }
 
+    /// Opens a file below the root for reading; None if it does not exist.
+    pub fn open_read(&self, rel: &str) -> Result<Option<File>> {
+        self.open(rel, libc::O_RDONLY | libc::O_NONBLOCK)
+    }
+
     pub fn is_dir(&self, rel: &str) -> Result<bool> {
         Ok(self.open(rel, libc::O_PATH | libc::O_DIRECTORY)?.is_some())
     }
@@ -147,7 +152,7 @@ impl Root {
     /// Reads a small regular file whole, refusing more than `limit` bytes.
     pub fn read_limited(&self, rel: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         let path = self.dir.join(rel);
-        let Some(file) = self.open(rel, libc::O_RDONLY | libc::O_NONBLOCK)? else {
+        let Some(file) = self.open_read(rel)? else {
             return Ok(None);
         };
         let meta = file.metadata().map_err(|e| Error::io(&path, e))?;

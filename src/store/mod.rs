@@ -19,7 +19,10 @@ pub const MAX_DOCUMENT_BYTES: u64 = 4 << 20;
 /// A blob's bytes on disk. Not yet checked against its digest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlobFile {
+    /// For messages; the file is opened again through the store ([`Store::open_blob`]).
     pub path: PathBuf,
+    /// The path below the store root.
+    pub rel: String,
     pub len: u64,
 }
 
@@ -62,6 +65,11 @@ pub trait Store: Send + Sync {
     /// A small blob linked into the repository (a config), read whole (at most
     /// [`MAX_DOCUMENT_BYTES`]) and checked against `digest`, or None.
     fn document_blob(&self, repo: &str, digest: &Digest) -> Result<Option<Document>>;
+
+    /// Opens a blob found by [`Store::blob`] again, confined to the store like every other
+    /// access (a symlink swapped in since the lookup cannot lead out of it); None if it
+    /// is gone.
+    fn open_blob(&self, blob: &BlobFile) -> Result<Option<std::fs::File>>;
 
     /// Digests of the blobs linked into the repository.
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>>;

@@ -325,6 +325,10 @@ impl Store for OciLayoutStore {
         self.read_manifest_blob(digest)
     }
 
+    fn open_blob(&self, blob: &BlobFile) -> Result<Option<std::fs::File>> {
+        self.root.open_read(&blob.rel)
+    }
+
     fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>> {
         let Some(hex) = digest.sha256_hex() else {
             return Ok(None);
@@ -332,9 +336,10 @@ impl Store for OciLayoutStore {
         if !self.is_repository(repo)? {
             return Ok(None);
         }
+        let rel = format!("blobs/sha256/{hex}");
         Ok(self
             .root
-            .regular_file(&format!("blobs/sha256/{hex}"))?
-            .map(|(path, len)| BlobFile { path, len }))
+            .regular_file(&rel)?
+            .map(|(path, len)| BlobFile { path, rel, len }))
     }
 }
