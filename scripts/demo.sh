@@ -18,12 +18,18 @@ mnt=$(mktemp -d /tmp/registryfs-demo.XXXXXX)
 "$bin" mount samples/store "$mnt" --signing-key "$key" &
 pid=$!
 cleanup() {
+    exec >/dev/null 2>&1
+    set +x
+    trap - EXIT INT TERM HUP
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     if mountpoint -q "$mnt"; then fusermount3 -u -z "$mnt" 2>/dev/null || umount -l "$mnt"; fi
     rmdir "$mnt"
 }
-trap cleanup EXIT INT TERM
+# A closed output pipe (`demo.sh | head`) must not kill the shell before cleanup:
+# with SIGPIPE ignored, writes just fail and `set -e` ends the script through cleanup.
+trap '' PIPE
+trap cleanup EXIT INT TERM HUP
 i=0
 until mountpoint -q "$mnt"; do
     i=$((i + 1))
