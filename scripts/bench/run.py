@@ -45,6 +45,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "oracle"))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "httpd"))
 
+from harness import stop_cleanly_on_signals  # noqa: E402
 from registry import SIGNING_KEY_JWK, Registry  # noqa: E402
 from servers import Nginx, ServerError, stop_process, tail  # noqa: E402
 
@@ -642,13 +643,7 @@ def main(argv=None):
             print(f"error: {tool} not found (scripts/install-deps.sh)", file=sys.stderr)
             return 2
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for s in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
-    signal.signal(signal.SIGALRM, lambda *_: on_signal("SIGALRM (--timeout)", None))
-    signal.alarm(args.timeout)
+    stop_cleanly_on_signals(args.timeout)
 
     os.makedirs(args.shm_dir, exist_ok=True)
     os.makedirs(args.disk_dir, exist_ok=True)

@@ -50,7 +50,7 @@ ORACLE = os.path.join(REPO_ROOT, "tests", "oracle")
 sys.path.insert(0, ORACLE)
 sys.path.insert(0, HERE)
 
-from libtrust import SetupError, ensure_verifier, libtrust_verify  # noqa: E402
+from harness import SetupError, ensure_verifier, libtrust_verify, stop_cleanly_on_signals  # noqa: E402
 import fixtures  # noqa: E402
 from registry import (  # noqa: E402
     MT_LIST,
@@ -525,13 +525,7 @@ def main(argv=None):
         return 2
     selected = [fx for fx in fixtures.all_fixtures() if not args.filter or any(s in fx.name for s in args.filter)]
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for s in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
-    signal.signal(signal.SIGALRM, lambda *_: on_signal("SIGALRM (--timeout)", None))
-    signal.alarm(args.timeout)
+    stop_cleanly_on_signals(args.timeout)
 
     report = Report()
     tmp = tempfile.mkdtemp(prefix="registryfs-httpd-")

@@ -58,7 +58,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "oracle"))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "httpd"))
 
-from libtrust import SetupError, ensure_verifier, libtrust_verify  # noqa: E402
+from harness import SetupError, ensure_verifier, libtrust_verify, stop_cleanly_on_signals  # noqa: E402
 import fixtures  # noqa: E402
 from registry import (  # noqa: E402
     MT_LIST,
@@ -1121,13 +1121,7 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for s in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
-    signal.signal(signal.SIGALRM, lambda *_: on_signal("SIGALRM (--timeout)", None))
-    signal.alarm(args.timeout or duration + 300)
+    stop_cleanly_on_signals(args.timeout or duration + 300)
 
     report = Report()
     ctx = Context()

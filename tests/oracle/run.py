@@ -63,7 +63,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from libtrust import SetupError, ensure_verifier, libtrust_verify  # noqa: E402
+from harness import SetupError, ensure_verifier, libtrust_verify, stop_cleanly_on_signals  # noqa: E402
 import fixtures  # noqa: E402
 from registry import (  # noqa: E402
     ACCEPT_KINDS,
@@ -673,17 +673,7 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    # Turn SIGTERM/SIGHUP into an exception so the finally below runs and the
-    # registry is stopped (SIGINT already raises KeyboardInterrupt).
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for s in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
-    # Watchdog: a hung registry or registryfs must not hang CI; SIGALRM takes
-    # the same cleanup path as a signal.
-    signal.signal(signal.SIGALRM, lambda *_: on_signal("SIGALRM (--timeout)", None))
-    signal.alarm(args.timeout)
+    stop_cleanly_on_signals(args.timeout)
 
     default_work = os.path.join(HERE, "work")
     if os.path.abspath(args.work_dir) == default_work and os.path.isdir(default_work):

@@ -1,7 +1,9 @@
-"""The independent signature check shared by the test harnesses: Debian's libtrust,
-through tests/libtrust-verify (built offline into target/libtrust-verify)."""
+"""Pieces shared by the test and benchmark harnesses: their setup error, clean stops on
+signals and a watchdog, and the independent signature check (Debian's libtrust through
+tests/libtrust-verify, built offline into target/libtrust-verify)."""
 
 import os
+import signal
 import subprocess
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,3 +36,17 @@ def ensure_verifier():
     if p.returncode != 0:
         raise SetupError("building libtrust-verify failed:\n" + p.stderr.decode("utf-8", "replace"))
     return out
+
+
+def stop_cleanly_on_signals(timeout_seconds):
+    """Turns SIGTERM/SIGHUP, and SIGALRM after `timeout_seconds` (a watchdog: a hung
+    registry, mount or server must not hang CI), into KeyboardInterrupt, as SIGINT
+    already is, so the caller's `finally` stops everything it started."""
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    signal.signal(signal.SIGALRM, lambda *_: on_signal("SIGALRM (--timeout)", None))
+    signal.alarm(timeout_seconds)
