@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 
-from servers import ServerError, free_port, request, stop_process, tail, wait_http
+from servers import request, start_on_a_free_port, stop_process
 
 MT_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 MT_SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -67,15 +67,14 @@ class PulpApache:
 
     def start(self):
         os.makedirs(self.prefix, exist_ok=True)
-        last = None
-        for _ in range(3):
-            self.port = free_port()
-            modules = "".join(
-                f"LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n"
-                for m in ("mpm_event", "authz_core", "alias", "headers", "mime")
-            )
+        modules = "".join(
+            f"LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n"
+            for m in ("mpm_event", "authz_core", "alias", "headers", "mime")
+        )
+
+        def launch(port):
             conf = (
-                f"ServerName localhost\nListen 127.0.0.1:{self.port}\n{modules}"
+                f"ServerName localhost\nListen 127.0.0.1:{port}\n{modules}"
                 "TypesConfig /dev/null\nUser www-data\nGroup www-data\nPidFile apache2.pid\n"
                 "DefaultRuntimeDir .\nErrorLog error.log\nLogLevel warn\n"
                 "<Directory />\n    Require all denied\n    AllowOverride None\n</Directory>\n"
@@ -85,18 +84,13 @@ class PulpApache:
             with open(path, "w") as f:
                 f.write(conf)
             env = {k: v for k, v in os.environ.items() if not k.startswith("APACHE_")}
-            self.proc = subprocess.Popen(
+            return subprocess.Popen(
                 ["apache2", "-d", self.prefix, "-f", path, "-DFOREGROUND"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),
                 env=env, start_new_session=True,
             )
-            try:
-                wait_http(self.port, self.proc, self.log_path, path="/")
-                return self
-            except ServerError as e:
-                last = e
-                self.stop()
-        raise last
+
+        return start_on_a_free_port(self, launch, path="/")
 
     def stop(self):
         proc, self.proc = self.proc, None

@@ -61,6 +61,7 @@ from registry import (  # noqa: E402
     SIGNING_KEY_KID,
     Registry,
     RegistryError,
+    skopeo_env,
 )
 from servers import Apache, Mount, Nginx, ServerError, request  # noqa: E402
 import crane  # noqa: E402
@@ -385,24 +386,6 @@ class Checker:
 
 # ---------------------------------------------------------------------------
 # clients
-
-
-def skopeo_env(workdir, hosts):
-    d = os.path.join(workdir, "skopeo")
-    os.makedirs(os.path.join(d, "xdg"), mode=0o700, exist_ok=True)
-    regconf = os.path.join(d, "registries.conf")
-    with open(regconf, "w") as f:
-        for h in hosts:
-            f.write(f'[[registry]]\nlocation = "{h}"\ninsecure = true\n')
-    auth = os.path.join(d, "auth.json")
-    with open(auth, "w") as f:
-        f.write('{"auths":{}}')
-    policy = os.path.join(d, "policy.json")
-    with open(policy, "w") as f:
-        f.write('{"default":[{"type":"insecureAcceptAnything"}]}')
-    env = dict(os.environ)
-    env.update(CONTAINERS_REGISTRIES_CONF=regconf, REGISTRY_AUTH_FILE=auth, XDG_RUNTIME_DIR=os.path.join(d, "xdg"), TMPDIR=d)
-    return env, policy
 
 
 def skopeo(env, policy, args, timeout=60):

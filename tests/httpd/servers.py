@@ -109,6 +109,24 @@ def run_text(cmd, timeout=60):
     return p.stdout.decode()
 
 
+def start_on_a_free_port(server, launch, path="/v2/"):
+    """Starts `launch(port)` (which returns the server's Popen) on a fresh loopback port
+    until it answers HTTP, at most 3 times: another process can take a free port before
+    the server binds it. Sets server.port and server.proc; server.stop() cleans up a
+    failed try."""
+    last = None
+    for _ in range(3):
+        server.port = free_port()
+        server.proc = launch(server.port)
+        try:
+            wait_http(server.port, server.proc, server.log_path, path=path)
+            return server
+        except ServerError as e:
+            last = e
+            server.stop()
+    raise last
+
+
 class Mount:
     """`registryfs mount STORE MOUNTPOINT --allow-other` in the foreground."""
 
@@ -165,28 +183,23 @@ class Nginx:
             with open(js, "w") as f:
                 f.write(run_text([self.binary, "httpd-config", "njs"]))
             extra = ["--njs", js]
-        for _ in range(3):
-            self.port = free_port()
+
+        def launch(port):
             conf = run_text(
                 [self.binary, "httpd-config", "nginx", "--full", "--root", self.root,
-                 "--listen", f"127.0.0.1:{self.port}", *extra]
+                 "--listen", f"127.0.0.1:{port}", *extra]
             )
             # Two workers: enough for the test, less than the default "auto".
             conf = conf.replace("worker_processes auto;", "worker_processes 2;")
             with open(self.conf, "w") as f:
                 f.write(conf)
-            self.proc = subprocess.Popen(
+            return subprocess.Popen(
                 ["nginx", "-p", self.prefix, "-c", self.conf, "-e", self.log_path, "-g", "daemon off;"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),
                 start_new_session=True,
             )
-            try:
-                wait_http(self.port, self.proc, self.log_path)
-                return self
-            except ServerError as e:
-                last = e
-                self.stop()
-        raise last
+
+        return start_on_a_free_port(self, launch)
 
     def stop(self):
         proc, self.proc = self.proc, None
@@ -207,29 +220,24 @@ class Apache:
 
     def start(self, timeout=15):
         os.makedirs(self.prefix, exist_ok=True)
-        for _ in range(3):
-            self.port = free_port()
+
+        def launch(port):
             conf = run_text(
                 [self.binary, "httpd-config", "apache", "--full", "--root", self.root,
-                 "--listen", f"127.0.0.1:{self.port}"]
+                 "--listen", f"127.0.0.1:{port}"]
             )
             with open(self.conf, "w") as f:
                 f.write(conf)
             # Debian's apache2 reads APACHE_* from /etc/apache2/envvars only
             # through apache2ctl; our config uses none of them.
             env = {k: v for k, v in os.environ.items() if not k.startswith("APACHE_")}
-            self.proc = subprocess.Popen(
+            return subprocess.Popen(
                 ["apache2", "-d", self.prefix, "-f", self.conf, "-DFOREGROUND"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),
                 env=env, start_new_session=True,
             )
-            try:
-                wait_http(self.port, self.proc, self.log_path)
-                return self
-            except ServerError as e:
-                last = e
-                self.stop()
-        raise last
+
+        return start_on_a_free_port(self, launch)
 
     def stop(self):
         proc, self.proc = self.proc, None

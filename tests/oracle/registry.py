@@ -77,6 +77,36 @@ def free_port():
         return s.getsockname()[1]
 
 
+def skopeo_env(workdir, hosts):
+    """An environment that keeps skopeo away from the user's config, and its policy file.
+
+    - registries.conf naming only `hosts` as insecure, so skopeo talks plain HTTP to
+      them straight away (no mirrors, no TLS probing);
+    - an empty auth file, so no stored credentials are looked up or sent;
+    - XDG_RUNTIME_DIR/TMPDIR inside `workdir`.
+    """
+    d = os.path.join(workdir, "skopeo")
+    os.makedirs(os.path.join(d, "xdg"), mode=0o700, exist_ok=True)
+    regconf = os.path.join(d, "registries.conf")
+    with open(regconf, "w") as f:
+        for h in hosts:
+            f.write(f'[[registry]]\nlocation = "{h}"\ninsecure = true\n')
+    auth = os.path.join(d, "auth.json")
+    with open(auth, "w") as f:
+        f.write('{"auths":{}}')
+    policy = os.path.join(d, "policy.json")
+    with open(policy, "w") as f:
+        f.write('{"default":[{"type":"insecureAcceptAnything"}]}')
+    env = dict(os.environ)
+    env.update(
+        CONTAINERS_REGISTRIES_CONF=regconf,
+        REGISTRY_AUTH_FILE=auth,
+        XDG_RUNTIME_DIR=os.path.join(d, "xdg"),
+        TMPDIR=d,
+    )
+    return env, policy
+
+
 class RegistryError(Exception):
     pass
 
@@ -320,32 +350,8 @@ validation:
     # ---- skopeo ----------------------------------------------------------
 
     def skopeo_env(self):
-        """An environment that keeps skopeo away from the user's config.
-
-        - registries.conf naming only our registry as insecure, so skopeo talks
-          plain HTTP to it straight away (no mirrors, no TLS probing);
-        - an empty auth file, so no stored credentials are looked up or sent;
-        - XDG_RUNTIME_DIR/TMPDIR inside our temp dir.
-        """
-        d = os.path.join(self.workdir, "skopeo")
-        os.makedirs(os.path.join(d, "xdg"), mode=0o700, exist_ok=True)
-        regconf = os.path.join(d, "registries.conf")
-        with open(regconf, "w") as f:
-            f.write(f'[[registry]]\nlocation = "{self.host}"\ninsecure = true\n')
-        auth = os.path.join(d, "auth.json")
-        with open(auth, "w") as f:
-            f.write('{"auths":{}}')
-        policy = os.path.join(d, "policy.json")
-        with open(policy, "w") as f:
-            f.write('{"default":[{"type":"insecureAcceptAnything"}]}')
-        env = dict(os.environ)
-        env.update(
-            CONTAINERS_REGISTRIES_CONF=regconf,
-            REGISTRY_AUTH_FILE=auth,
-            XDG_RUNTIME_DIR=os.path.join(d, "xdg"),
-            TMPDIR=d,
-        )
-        return env, policy
+        """skopeo's environment for this registry (see the module's skopeo_env)."""
+        return skopeo_env(self.workdir, [self.host])
 
     def skopeo_copy(self, src, repo, tag, extra_args=(), timeout=120):
         """skopeo copy SRC docker://127.0.0.1:PORT/REPO:TAG."""
