@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use registryfs::namespace::crane::CraneOptions;
-use registryfs::namespace::{Content, Namespace, Node};
+use registryfs::namespace::Namespace;
 
 fn names(ns: &Namespace, path: &str) -> Vec<String> {
     ns.list(path)
@@ -18,17 +18,6 @@ fn names(ns: &Namespace, path: &str) -> Vec<String> {
             }
         })
         .collect()
-}
-
-fn bytes(ns: &Namespace, path: &str) -> Vec<u8> {
-    match ns
-        .lookup(path)
-        .unwrap_or_else(|e| panic!("lookup {path}: {e}"))
-    {
-        Node::File(Content::Bytes(b)) => b.to_vec(),
-        Node::File(Content::Blob { file, .. }) => std::fs::read(&file.path).expect("read blob"),
-        Node::Dir => panic!("{path} is a folder"),
-    }
 }
 
 #[test]

@@ -16,21 +16,6 @@ fn names(ns: &Namespace, path: &str) -> Vec<String> {
         .collect()
 }
 
-fn bytes(ns: &Namespace, path: &str) -> Vec<u8> {
-    match ns
-        .lookup(path)
-        .unwrap_or_else(|e| panic!("lookup {path}: {e}"))
-    {
-        Node::File(Content::Bytes(b)) => b.to_vec(),
-        Node::File(Content::Blob { file, digest }) => {
-            ns.verify_blob(&file, &digest)
-                .unwrap_or_else(|e| panic!("verify {path}: {e}"));
-            std::fs::read(&file.path).expect("read blob")
-        }
-        Node::Dir => panic!("{path} is a folder"),
-    }
-}
-
 fn error(ns: &Namespace, path: &str) -> Error {
     match ns.lookup(path) {
         Ok(_) => panic!("{path} should fail"),

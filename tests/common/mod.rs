@@ -4,7 +4,7 @@
 
 use registryfs::digest::Digest;
 use registryfs::manifest::PlatformChoice;
-use registryfs::namespace::{Namespace, Settings};
+use registryfs::namespace::{Content, Namespace, Node, Settings};
 use registryfs::schema1::SigningKey;
 use registryfs::store::{self, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -170,4 +170,20 @@ pub fn config(n: usize) -> String {
         history.join(","),
         diff_ids.join(",")
     )
+}
+
+/// A file's bytes as the mount serves them; a blob is checked against its digest first.
+pub fn bytes(ns: &Namespace, path: &str) -> Vec<u8> {
+    match ns
+        .lookup(path)
+        .unwrap_or_else(|e| panic!("lookup {path}: {e}"))
+    {
+        Node::File(Content::Bytes(b)) => b.to_vec(),
+        Node::File(Content::Blob { file, digest }) => {
+            ns.verify_blob(&file, &digest)
+                .unwrap_or_else(|e| panic!("verify {path}: {e}"));
+            std::fs::read(&file.path).expect("read blob")
+        }
+        Node::Dir => panic!("{path} is a folder"),
+    }
 }
