@@ -29,7 +29,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// The filesystem type's subtype: `fuse.registryfs` in /proc/mounts and fstab.
 pub const SUBTYPE: &str = "registryfs";
@@ -94,7 +94,6 @@ fn mount(
             gid: store_meta.gid(),
         },
         settings.passthrough,
-        SystemTime::now(),
     );
     let acl = match settings.access {
         Access::Owner => SessionACL::Owner,

@@ -17,11 +17,12 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{ManifestKind, PlatformChoice};
 use crate::schema1::{SigningKey, EMPTY_LAYER_DIGEST, EMPTY_LAYER_TAR};
-use crate::store::{BlobFile, Store};
+use crate::store::{BlobFile, Folder, Store};
 use lru::LruCache;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 pub use path::{Location, Reference, REPOSITORY_SECTIONS};
 use representations::Schema1Key;
@@ -67,6 +68,60 @@ pub enum Node {
     File(Content),
 }
 
+/// What a path names, and its modification time. Times come from the store, never from
+/// the clock of the process that answers: every mount of one store shows the same ones.
+/// - a file's time is when what it is made of was last written: a tag's files, when the
+///   tag was last pushed (its link); a digest's files and blobs, when the data was
+///   stored; derived files (tag lists, Crane app files), the newest of their sources;
+/// - a folder's time is that of the store folders whose entries it lists, so it grows
+///   whenever its listing changes.
+#[derive(Clone, Debug)]
+pub struct TimedNode {
+    pub node: Node,
+    pub mtime: SystemTime,
+}
+
+impl TimedNode {
+    fn dir(mtime: SystemTime) -> TimedNode {
+        TimedNode {
+            node: Node::Dir,
+            mtime,
+        }
+    }
+
+    fn file(content: Content, mtime: SystemTime) -> TimedNode {
+        TimedNode {
+            node: Node::File(content),
+            mtime,
+        }
+    }
+}
+
+/// A parsed path of either layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    Registry(Location),
+    /// A node of the Crane layout with no registry counterpart ([`crane`]).
+    Crane(crane::CraneNode),
+}
+
+impl Place {
+    pub fn is_dir(&self) -> bool {
+        match self {
+            Place::Registry(location) => location.is_dir(),
+            Place::Crane(node) => node.is_dir(),
+        }
+    }
+
+    /// Whether the content can never change: it is named by a digest.
+    pub fn is_immutable(&self) -> bool {
+        match self {
+            Place::Registry(location) => location.is_immutable(),
+            Place::Crane(_) => false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
     pub name: String,
@@ -86,13 +141,17 @@ struct FileIdentity {
 /// A generated schema1 document, or why there is none (cached either way).
 type Schema1Result = std::result::Result<Arc<[u8]>, String>;
 
+/// The empty-layer tar is served from memory where the store has no data for it; its
+/// bytes never change, so its time is fixed too.
+const EMPTY_LAYER_MTIME: SystemTime = SystemTime::UNIX_EPOCH;
+
 pub struct Namespace {
     store: Arc<dyn Store>,
     config: Settings,
     schema1_cache: Mutex<LruCache<Schema1Key, Schema1Result>>,
     verified_blobs: Mutex<LruCache<FileIdentity, Digest>>,
     /// `Some`: paths are those of the Crane layout ([`crane`]).
-    crane: Option<crane::CraneOptions>,
+    crane: Option<crane::CraneState>,
 }
 
 const VERIFIED_BLOBS_REMEMBERED: usize = 16 * 1024;
@@ -112,7 +171,7 @@ impl Namespace {
 
     /// Serves the Crane layout ([`crane`]) instead of the registry layout.
     pub fn with_crane_layout(mut self, options: crane::CraneOptions) -> Namespace {
-        self.crane = Some(options);
+        self.crane = Some(crane::CraneState::new(options));
         self
     }
 
@@ -123,37 +182,51 @@ impl Namespace {
     /// What `path` names. Files come with their content (generated if need be), so the
     /// size is exact and stays tied to these bytes.
     pub fn lookup(&self, path: &str) -> Result<Node> {
-        let location = self.locate(path)?;
-        self.lookup_location(&location, path)
+        Ok(self.lookup_timed(path)?.node)
     }
 
-    /// Resolves `path` without reading content: with [`Namespace::lookup_location`] a
-    /// caller parses once and also learns [`Location::is_immutable`] (the FUSE adapter's
+    /// [`Namespace::lookup`], with the node's time.
+    pub fn lookup_timed(&self, path: &str) -> Result<TimedNode> {
+        let place = self.locate(path)?;
+        self.lookup_place(&place, path)
+    }
+
+    /// Resolves `path` without reading content: with [`Namespace::lookup_place`] a
+    /// caller parses once and also learns [`Place::is_immutable`] (the FUSE adapter's
     /// cache lifetimes).
-    pub fn locate(&self, path: &str) -> Result<Location> {
+    pub fn locate(&self, path: &str) -> Result<Place> {
         if self.crane.is_some() {
             return self.crane_locate(path);
         }
-        Location::parse(self.store.as_ref(), path)
+        Location::parse(self.store.as_ref(), path).map(Place::Registry)
     }
 
-    pub fn lookup_location(&self, location: &Location, path: &str) -> Result<Node> {
+    pub fn lookup_place(&self, place: &Place, path: &str) -> Result<TimedNode> {
+        match place {
+            Place::Registry(location) => self.lookup_location(location, path),
+            Place::Crane(node) => self.crane_lookup(node),
+        }
+    }
+
+    fn lookup_location(&self, location: &Location, path: &str) -> Result<TimedNode> {
         let not_found = || Error::NotFound(path.to_string());
         match location {
-            Location::RepoDir(_)
-            | Location::Manifests(_)
-            | Location::Blobs(_)
-            | Location::Tags(_) => Ok(Node::Dir),
+            Location::RepoDir(prefix) => {
+                Ok(TimedNode::dir(self.folder_time(Folder::Names(prefix))?))
+            }
+            Location::Manifests(repo) => Ok(TimedNode::dir(self.manifests_time(repo)?)),
+            Location::Blobs(repo) => Ok(TimedNode::dir(self.folder_time(Folder::Layers(repo))?)),
+            Location::Tags(repo) => Ok(TimedNode::dir(self.folder_time(Folder::Tags(repo))?)),
             Location::ManifestDir(repo, reference) => self
-                .manifest_exists(repo, reference)?
-                .then_some(Node::Dir)
+                .manifest_time(repo, reference)?
+                .map(TimedNode::dir)
                 .ok_or_else(not_found),
             Location::ManifestFile(repo, reference, kind) => {
                 let reps = self
                     .representations(repo, reference)?
                     .ok_or_else(not_found)?;
                 if let Some(bytes) = reps.files.get(kind) {
-                    return Ok(Node::File(Content::Bytes(bytes.clone())));
+                    return Ok(TimedNode::file(Content::Bytes(bytes.clone()), reps.mtime));
                 }
                 match (&reps.no_schema1_because, kind) {
                     (Some(reason), ManifestKind::Schema1) => {
@@ -162,16 +235,36 @@ impl Namespace {
                     _ => Err(not_found()),
                 }
             }
-            Location::Blob(repo, digest) => self
-                .blob(repo, digest)?
-                .map(Node::File)
-                .ok_or_else(not_found),
-            Location::TagList(repo) => self
-                .tag_list(repo)?
-                .map(|b| Node::File(Content::Bytes(b)))
-                .ok_or_else(not_found),
-            Location::Crane(node) => self.crane_lookup(node),
+            Location::Blob(repo, digest) => {
+                let content = self.blob(repo, digest)?.ok_or_else(not_found)?;
+                let mtime = match &content {
+                    Content::Blob { file, .. } => file.mtime,
+                    Content::Bytes(_) => EMPTY_LAYER_MTIME,
+                };
+                Ok(TimedNode::file(content, mtime))
+            }
+            Location::TagList(repo) => {
+                let bytes = self.tag_list(repo)?.ok_or_else(not_found)?;
+                let mtime = self.folder_time(Folder::Tags(repo))?;
+                Ok(TimedNode::file(Content::Bytes(bytes), mtime))
+            }
         }
+    }
+
+    /// When `folder`'s listing last changed; the epoch for a folder the store lacks (an
+    /// empty store has no `repositories` folder yet).
+    fn folder_time(&self, folder: Folder<'_>) -> Result<SystemTime> {
+        Ok(self
+            .store
+            .folder_mtime(folder)?
+            .unwrap_or(SystemTime::UNIX_EPOCH))
+    }
+
+    /// `<repo>/manifests/` lists tags and revisions.
+    fn manifests_time(&self, repo: &str) -> Result<SystemTime> {
+        Ok(self
+            .folder_time(Folder::Tags(repo))?
+            .max(self.folder_time(Folder::Revisions(repo))?))
     }
 
     /// The entries of the folder at `path`, sorted by name.
@@ -213,9 +306,9 @@ impl Namespace {
                 for tag in self.store.tags(repo)?.unwrap_or_default() {
                     // Listed only if a lookup would find it; a broken tag is logged.
                     let reference = Reference::Tag(tag.clone());
-                    match self.manifest_exists(repo, &reference) {
-                        Ok(true) => out.push(dir(&tag)),
-                        Ok(false) => {}
+                    match self.manifest_time(repo, &reference) {
+                        Ok(Some(_)) => out.push(dir(&tag)),
+                        Ok(None) => {}
                         Err(e) => log::warn!("{e}"),
                     }
                 }
@@ -247,10 +340,7 @@ impl Namespace {
                 Some(_) => vec![file("list")],
                 None => Vec::new(),
             },
-            Location::ManifestFile(..)
-            | Location::Blob(..)
-            | Location::TagList(..)
-            | Location::Crane(_) => {
+            Location::ManifestFile(..) | Location::Blob(..) | Location::TagList(..) => {
                 return Err(Error::Usage(format!("{path}: not a folder")));
             }
         };
@@ -259,16 +349,20 @@ impl Namespace {
         Ok(entries)
     }
 
-    fn manifest_exists(&self, repo: &str, reference: &Reference) -> Result<bool> {
-        // A tag whose revision is gone is unknown to the registry too (404).
-        let digest = match reference {
-            Reference::Tag(tag) => match self.store.tag_digest(repo, tag)? {
-                Some(d) => d,
-                None => return Ok(false),
-            },
-            Reference::Digest(d) => d.clone(),
-        };
-        self.store.has_manifest(repo, &digest)
+    /// The time of a manifest folder, or None if it does not exist: by tag, when the
+    /// tag was pushed; by digest, when the manifest was stored.
+    fn manifest_time(&self, repo: &str, reference: &Reference) -> Result<Option<SystemTime>> {
+        match reference {
+            Reference::Tag(tag) => {
+                let Some(link) = self.store.tag_link(repo, tag)? else {
+                    return Ok(None);
+                };
+                // A tag whose revision is gone is unknown to the registry too (404).
+                let stored = self.store.manifest_mtime(repo, &link.digest)?;
+                Ok(stored.map(|_| link.mtime))
+            }
+            Reference::Digest(digest) => self.store.manifest_mtime(repo, digest),
+        }
     }
 
     /// A blob of the repository. The empty-layer tar is in every repository because

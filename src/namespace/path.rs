@@ -45,8 +45,6 @@ pub enum Location {
     Blob(String, Digest),
     Tags(String),
     TagList(String),
-    /// A node of the Crane layout with no registry counterpart ([`super::crane`]).
-    Crane(super::crane::CraneNode),
 }
 
 /// Folder names a repository shows; a nested repository with one of these names is
@@ -55,13 +53,10 @@ pub const REPOSITORY_SECTIONS: [&str; 3] = ["blobs", "manifests", "tags"];
 
 impl Location {
     pub fn is_dir(&self) -> bool {
-        match self {
-            Location::Crane(node) => node.is_dir(),
-            _ => !matches!(
-                self,
-                Location::ManifestFile(..) | Location::Blob(..) | Location::TagList(..)
-            ),
-        }
+        !matches!(
+            self,
+            Location::ManifestFile(..) | Location::Blob(..) | Location::TagList(..)
+        )
     }
 
     /// Whether the content can never change: it is named by a digest.

@@ -11,14 +11,19 @@ use crate::manifest::{self, Descriptor, Manifest, ManifestKind, ParsedManifest};
 use crate::schema1;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use super::path::Reference;
 
 /// The files of a manifest folder, and why there is no `schema1` when there is none.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Representations {
     pub files: BTreeMap<ManifestKind, Arc<[u8]>>,
     pub no_schema1_because: Option<String>,
+    /// The folder's and its files' time: by tag, when the tag was last pushed (every file
+    /// of it is a function of where the tag points); by digest, when the manifest was
+    /// stored.
+    pub mtime: SystemTime,
 }
 
 impl Representations {
@@ -42,18 +47,25 @@ pub struct Schema1Key {
     platform: String,
 }
 
+/// A manifest as stored, parsed.
+struct StoredManifest {
+    bytes: Arc<[u8]>,
+    parsed: ParsedManifest,
+    mtime: SystemTime,
+}
+
 impl Namespace {
-    fn stored_manifest(
-        &self,
-        repo: &str,
-        digest: &Digest,
-    ) -> Result<Option<(Arc<[u8]>, ParsedManifest)>> {
+    fn stored_manifest(&self, repo: &str, digest: &Digest) -> Result<Option<StoredManifest>> {
         let Some(doc) = self.store.manifest(repo, digest)? else {
             return Ok(None);
         };
         let parsed = manifest::parse(&doc.bytes)
             .map_err(|e| Error::invalid(&doc.path, format!("manifest {digest}: {e}")))?;
-        Ok(Some((doc.bytes, parsed)))
+        Ok(Some(StoredManifest {
+            bytes: doc.bytes,
+            parsed,
+            mtime: doc.mtime,
+        }))
     }
 
     /// All representations of `repo`'s manifest `reference`, or None if unknown.
@@ -62,17 +74,26 @@ impl Namespace {
         repo: &str,
         reference: &Reference,
     ) -> Result<Option<Representations>> {
-        let digest = match reference {
-            Reference::Digest(d) => d.clone(),
-            Reference::Tag(t) => match self.store.tag_digest(repo, t)? {
-                Some(d) => d,
+        let (digest, tag_mtime) = match reference {
+            Reference::Digest(d) => (d.clone(), None),
+            Reference::Tag(t) => match self.store.tag_link(repo, t)? {
+                Some(link) => (link.digest, Some(link.mtime)),
                 None => return Ok(None),
             },
         };
-        let Some((bytes, parsed)) = self.stored_manifest(repo, &digest)? else {
+        let Some(StoredManifest {
+            bytes,
+            parsed,
+            mtime: stored_mtime,
+        }) = self.stored_manifest(repo, &digest)?
+        else {
             return Ok(None);
         };
-        let mut out = Representations::default();
+        let mut out = Representations {
+            files: BTreeMap::new(),
+            no_schema1_because: None,
+            mtime: tag_mtime.unwrap_or(stored_mtime),
+        };
         if parsed.kind == ManifestKind::Schema1 {
             out.insert(
                 ManifestKind::Schema1,
@@ -154,7 +175,7 @@ impl Namespace {
             )
         })?;
         Ok(match self.stored_manifest(repo, &child) {
-            Ok(Some((bytes, parsed))) => Ok((child, bytes, parsed)),
+            Ok(Some(stored)) => Ok((child, stored.bytes, stored.parsed)),
             Ok(None) => Err(format!(
                 "its {} entry {child} is not in {repo}",
                 self.config.platform

@@ -8,11 +8,12 @@
 //! ```
 
 use super::fsutil::Root;
-use super::{BlobFile, Document, Store, MAX_DOCUMENT_BYTES};
+use super::{BlobFile, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar::{is_path_component, is_repository_name, is_tag};
 use std::path::Path;
+use std::time::SystemTime;
 
 #[derive(Debug)]
 pub struct DistributionStore {
@@ -104,10 +105,11 @@ impl DistributionStore {
             return Ok(None);
         };
         match self.root.regular_file(&data)? {
-            Some((path, len)) => Ok(Some(BlobFile {
-                path,
+            Some(meta) => Ok(Some(BlobFile {
+                path: meta.path,
                 rel: data,
-                len,
+                len: meta.len,
+                mtime: meta.mtime,
             })),
             None => Err(self.dangling(link_rel, digest, &data)),
         }
@@ -120,9 +122,10 @@ impl DistributionStore {
             return Ok(None);
         };
         match self.root.read_verified(&data, digest, MAX_DOCUMENT_BYTES)? {
-            Some((path, bytes)) => Ok(Some(Document {
-                path,
+            Some((meta, bytes)) => Ok(Some(Document {
+                path: meta.path,
                 bytes: bytes.into(),
+                mtime: meta.mtime,
             })),
             None => Err(self.dangling(link_rel, digest, &data)),
         }
@@ -194,22 +197,22 @@ impl Store for DistributionStore {
         Ok(entries.map(|e| e.into_iter().map(|(name, _)| name).collect()))
     }
 
-    fn tag_digest(&self, repo: &str, tag: &str) -> Result<Option<Digest>> {
+    fn tag_link(&self, repo: &str, tag: &str) -> Result<Option<TagLink>> {
         if !is_tag(tag) {
             return Ok(None);
         }
         let tag_dir = format!("{}/_manifests/tags/{tag}", repo_dir(repo));
         let link = format!("{tag_dir}/current/link");
-        match self.root.read_link(&link)? {
+        match self.root.read_link_stamped(&link)? {
             // Only lower-case sha256 names files in the store (go-digest 1.0.0, which
             // Debian's 2.8.2 uses, refuses upper-case hex in links too).
-            Some(d) if d.sha256_hex().is_none() => Err(Error::invalid(
+            Some((d, _)) if d.sha256_hex().is_none() => Err(Error::invalid(
                 self.root.dir.join(&link),
                 format!(
                     "bad link: {d} cannot name content in the store (only lower-case sha256 does)"
                 ),
             )),
-            Some(d) => Ok(Some(d)),
+            Some((digest, mtime)) => Ok(Some(TagLink { digest, mtime })),
             // A tag folder without current/link: unknown to the registry too, but say so.
             None if self.root.is_dir(&tag_dir)? => Err(Error::NotFound(format!(
                 "{}: tag folder has no current/link",
@@ -219,15 +222,27 @@ impl Store for DistributionStore {
         }
     }
 
+    fn folder_mtime(&self, folder: Folder<'_>) -> Result<Option<SystemTime>> {
+        let rel = match folder {
+            Folder::Names("") => "repositories".to_string(),
+            Folder::Names(prefix) => repo_dir(prefix),
+            Folder::Tags(repo) => format!("{}/_manifests/tags", repo_dir(repo)),
+            // The `sha256` folders are the ones whose entries are the digests.
+            Folder::Revisions(repo) => format!("{}/_manifests/revisions/sha256", repo_dir(repo)),
+            Folder::Layers(repo) => format!("{}/_layers/sha256", repo_dir(repo)),
+        };
+        self.root.dir_mtime(&rel)
+    }
+
     fn manifest_digests(&self, repo: &str) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
         let revisions = format!("{}/_manifests/revisions", repo_dir(repo));
         for digest in self.linked_digests(&revisions)? {
             // Listed only if a lookup would find it, like tags and blobs: a revision
             // whose data is gone or whose link names another digest is logged instead.
-            match self.has_manifest(repo, &digest) {
-                Ok(true) => out.push(digest),
-                Ok(false) => {}
+            match self.manifest_mtime(repo, &digest) {
+                Ok(Some(_)) => out.push(digest),
+                Ok(None) => {}
                 Err(e) => log::warn!("{e}"),
             }
         }
@@ -241,10 +256,10 @@ impl Store for DistributionStore {
         }
     }
 
-    fn has_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
+    fn manifest_mtime(&self, repo: &str, digest: &Digest) -> Result<Option<SystemTime>> {
         match self.manifest_link(repo, digest)? {
-            Some(link) => Ok(self.linked_data(&link, digest)?.is_some()),
-            None => Ok(false),
+            Some(link) => Ok(self.linked_data(&link, digest)?.map(|data| data.mtime)),
+            None => Ok(None),
         }
     }
 

@@ -14,6 +14,7 @@ use std::io::{ErrorKind, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// `struct open_how` of linux/openat2.h (libc's is non-exhaustive).
 #[repr(C)]
@@ -139,18 +140,40 @@ impl Root {
         Ok(Some(out))
     }
 
-    /// A regular file's path and length, or None if missing (or not a regular file).
-    pub fn regular_file(&self, rel: &str) -> Result<Option<(PathBuf, u64)>> {
+    /// A regular file's path, length and modification time, or None if missing (or not
+    /// a regular file).
+    pub fn regular_file(&self, rel: &str) -> Result<Option<FileMeta>> {
         let Some(file) = self.open(rel, libc::O_PATH)? else {
             return Ok(None);
         };
         let path = self.dir.join(rel);
         let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
-        Ok(meta.is_file().then_some((path, meta.len())))
+        Ok(meta.is_file().then(|| FileMeta {
+            len: meta.len(),
+            mtime: mtime_of(&meta),
+            path,
+        }))
+    }
+
+    /// A folder's modification time, or None if it is not there (or not a folder).
+    pub fn dir_mtime(&self, rel: &str) -> Result<Option<SystemTime>> {
+        let Some(dir) = self.open(rel, libc::O_PATH | libc::O_DIRECTORY)? else {
+            return Ok(None);
+        };
+        let meta = dir
+            .metadata()
+            .map_err(|e| Error::io(self.dir.join(rel), e))?;
+        Ok(Some(mtime_of(&meta)))
     }
 
     /// Reads a small regular file whole, refusing more than `limit` bytes.
     pub fn read_limited(&self, rel: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.read_stamped(rel, limit)?.map(|(bytes, _)| bytes))
+    }
+
+    /// [`Root::read_limited`], with the file's modification time from the same
+    /// descriptor.
+    pub fn read_stamped(&self, rel: &str, limit: u64) -> Result<Option<(Vec<u8>, SystemTime)>> {
         let path = self.dir.join(rel);
         let Some(file) = self.open_read(rel)? else {
             return Ok(None);
@@ -165,7 +188,8 @@ impl Root {
                 format!("{} bytes is more than the {limit}-byte limit", meta.len()),
             ));
         }
-        read_limited_from(file, &path, limit).map(Some)
+        let bytes = read_limited_from(file, &path, limit)?;
+        Ok(Some((bytes, mtime_of(&meta))))
     }
 
     /// Reads a document (manifest, config) whole through the root and checks that it
@@ -175,13 +199,18 @@ impl Root {
         rel: &str,
         digest: &Digest,
         limit: u64,
-    ) -> Result<Option<(PathBuf, Vec<u8>)>> {
-        let Some(bytes) = self.read_limited(rel, limit)? else {
+    ) -> Result<Option<(FileMeta, Vec<u8>)>> {
+        let Some((bytes, mtime)) = self.read_stamped(rel, limit)? else {
             return Ok(None);
         };
         let path = self.dir.join(rel);
         check_digest(&path, digest, &bytes)?;
-        Ok(Some((path, bytes)))
+        let meta = FileMeta {
+            path,
+            len: bytes.len() as u64,
+            mtime,
+        };
+        Ok(Some((meta, bytes)))
     }
 
     /// Reads a link file and parses its content as a digest, exactly (no trimming).
@@ -192,20 +221,30 @@ impl Root {
     /// enough for a writer descheduled on a busy machine)
     /// before it counts as bad; anything else is bad at once.
     pub fn read_link(&self, rel: &str) -> Result<Option<Digest>> {
+        Ok(self.read_link_stamped(rel)?.map(|(digest, _)| digest))
+    }
+
+    /// [`Root::read_link`], with the link file's modification time (when it was last
+    /// written: a push of the tag).
+    pub fn read_link_stamped(&self, rel: &str) -> Result<Option<(Digest, SystemTime)>> {
         self.read_link_with_pauses(rel, &[1, 2, 4, 8, 16, 32, 64])
     }
 
-    fn read_link_with_pauses(&self, rel: &str, pauses_ms: &[u64]) -> Result<Option<Digest>> {
+    fn read_link_with_pauses(
+        &self,
+        rel: &str,
+        pauses_ms: &[u64],
+    ) -> Result<Option<(Digest, SystemTime)>> {
         let path = self.dir.join(rel);
         let mut attempt = 0;
         loop {
-            let Some(bytes) = self.read_limited(rel, 1024)? else {
+            let Some((bytes, mtime)) = self.read_stamped(rel, 1024)? else {
                 return Ok(None);
             };
             let text = std::str::from_utf8(&bytes)
                 .map_err(|_| Error::invalid(&path, "link is not UTF-8"))?;
             match Digest::parse(text) {
-                Ok(digest) => return Ok(Some(digest)),
+                Ok(digest) => return Ok(Some((digest, mtime))),
                 Err(e) if attempt < pauses_ms.len() && may_be_partial_digest(text) => {
                     log::debug!(
                         "{}: {e}; reading again (a push may be rewriting it)",
@@ -218,6 +257,19 @@ impl Root {
             }
         }
     }
+}
+
+/// A regular file of the store, as seen when it was opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileMeta {
+    pub path: PathBuf,
+    pub len: u64,
+    pub mtime: SystemTime,
+}
+
+/// A file's modification time with nanoseconds (the epoch if the filesystem has none).
+fn mtime_of(meta: &std::fs::Metadata) -> SystemTime {
+    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// Whether `text` could be a digest caught mid-write: empty, or a prefix of
@@ -302,7 +354,14 @@ mod tests {
             .read_link_with_pauses("link", &[100, 200, 400, 800, 1600])
             .expect("read again until whole");
         writer.join().expect("writer");
-        assert_eq!(read.map(|d| d.to_string()), Some(digest));
+        let (read, mtime) = read.expect("a link");
+        assert_eq!(read.to_string(), digest);
+        let written = std::fs::metadata(&link).and_then(|m| m.modified());
+        assert_eq!(
+            Some(mtime),
+            written.ok(),
+            "the time of the write that was read"
+        );
         std::fs::write(&link, "garbage").expect("write");
         assert!(root.read_link("link").is_err(), "garbage is bad at once");
     }

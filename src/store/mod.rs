@@ -9,6 +9,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 pub use distribution::DistributionStore;
 pub use oci_layout::OciLayoutStore;
@@ -24,6 +25,8 @@ pub struct BlobFile {
     /// The path below the store root.
     pub rel: String,
     pub len: u64,
+    /// When the data file was written: content-addressed, so once.
+    pub mtime: SystemTime,
 }
 
 /// A small stored document (manifest) and the file it was read from.
@@ -31,6 +34,31 @@ pub struct BlobFile {
 pub struct Document {
     pub path: PathBuf,
     pub bytes: Arc<[u8]>,
+    /// When the data file was written.
+    pub mtime: SystemTime,
+}
+
+/// Where a tag points, and since when (the time its link was last written: the push).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagLink {
+    pub digest: Digest,
+    pub mtime: SystemTime,
+}
+
+/// Store folders whose listings the namespace's folders show; their modification times
+/// are what the namespace's folder times derive from (a folder's time changes when an
+/// entry is added or removed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Folder<'a> {
+    /// The folder of a repository-name prefix ("" for the top): its child folders, and
+    /// for a repository also whether it is one.
+    Names(&'a str),
+    /// A repository's tags.
+    Tags(&'a str),
+    /// A repository's manifest revisions.
+    Revisions(&'a str),
+    /// A repository's linked blobs.
+    Layers(&'a str),
 }
 
 pub trait Store: Send + Sync {
@@ -48,7 +76,15 @@ pub trait Store: Send + Sync {
     fn tags(&self, repo: &str) -> Result<Option<Vec<String>>>;
 
     /// The manifest digest a tag points at, or None for an unknown tag.
-    fn tag_digest(&self, repo: &str, tag: &str) -> Result<Option<Digest>>;
+    fn tag_digest(&self, repo: &str, tag: &str) -> Result<Option<Digest>> {
+        Ok(self.tag_link(repo, tag)?.map(|link| link.digest))
+    }
+
+    /// [`Store::tag_digest`], with the time the tag was last pushed.
+    fn tag_link(&self, repo: &str, tag: &str) -> Result<Option<TagLink>>;
+
+    /// When `folder`'s listing last changed, or None if it does not exist.
+    fn folder_mtime(&self, folder: Folder<'_>) -> Result<Option<SystemTime>>;
 
     /// Digests of the repository's manifests.
     fn manifest_digests(&self, repo: &str) -> Result<Vec<Digest>>;
@@ -57,9 +93,10 @@ pub trait Store: Send + Sync {
     /// does not have it.
     fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Document>>;
 
-    /// Whether the repository has the manifest, without reading it (link and data exist).
-    fn has_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        Ok(self.manifest(repo, digest)?.is_some())
+    /// When the repository's manifest was stored, without reading it (link and data
+    /// exist), or None if the repository does not have it.
+    fn manifest_mtime(&self, repo: &str, digest: &Digest) -> Result<Option<SystemTime>> {
+        Ok(self.manifest(repo, digest)?.map(|doc| doc.mtime))
     }
 
     /// A small blob linked into the repository (a config), read whole (at most

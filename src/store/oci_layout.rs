@@ -5,15 +5,16 @@
 //! tools write) names its own repository. Every manifest reachable from `index.json`
 //! (nested indexes included) and every blob is shared by all repositories of the layout.
 
-use super::fsutil::Root;
-use super::{BlobFile, Document, Store, MAX_DOCUMENT_BYTES};
+use super::fsutil::{FileMeta, Root};
+use super::{BlobFile, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar::{is_repository_name, is_tag};
 use crate::manifest::{self, Manifest};
 use std::collections::{BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// How deep nested indexes are followed; deeper ones are logged and skipped.
@@ -33,6 +34,8 @@ struct Index {
     /// (repository, tag, digest) in index order; later duplicates of a name are dropped.
     tags: Vec<(String, String, Digest)>,
     manifests: BTreeSet<Digest>,
+    /// index.json's: every tag, repository and manifest listing derives from it.
+    mtime: SystemTime,
 }
 
 impl OciLayoutStore {
@@ -89,7 +92,7 @@ impl OciLayoutStore {
     /// The blob of a manifest that index.json (or an index it names) lists for a
     /// repository: None if it lists no such manifest, not found (with the reason) if it
     /// does but the blob is missing.
-    fn manifest_blob(&self, repo: &str, digest: &Digest) -> Result<Option<PathBuf>> {
+    fn manifest_blob(&self, repo: &str, digest: &Digest) -> Result<Option<FileMeta>> {
         if !self.is_repository(repo)? || !self.index()?.manifests.contains(digest) {
             return Ok(None);
         }
@@ -102,7 +105,7 @@ impl OciLayoutStore {
         };
         let rel = format!("blobs/sha256/{hex}");
         match self.root.regular_file(&rel)? {
-            Some((path, _)) => Ok(Some(path)),
+            Some(meta) => Ok(Some(meta)),
             None => Err(Error::NotFound(format!(
                 "{}: names {digest}, whose blob {} is missing",
                 index.display(),
@@ -119,17 +122,18 @@ impl OciLayoutStore {
         Ok(self
             .root
             .read_verified(&rel, digest, MAX_DOCUMENT_BYTES)?
-            .map(|(path, bytes)| Document {
-                path,
+            .map(|(meta, bytes)| Document {
+                path: meta.path,
                 bytes: bytes.into(),
+                mtime: meta.mtime,
             }))
     }
 
     fn index(&self) -> Result<Index> {
         let path = self.root.dir.join("index.json");
-        let bytes = self
+        let (bytes, mtime) = self
             .root
-            .read_limited("index.json", MAX_DOCUMENT_BYTES)?
+            .read_stamped("index.json", MAX_DOCUMENT_BYTES)?
             .ok_or_else(|| Error::invalid(&path, "missing"))?;
         let parsed = manifest::parse(&bytes).map_err(|e| Error::invalid(&path, e))?;
         let Manifest::Index { manifests } = parsed.manifest else {
@@ -138,6 +142,7 @@ impl OciLayoutStore {
         let mut index = Index {
             tags: Vec::new(),
             manifests: BTreeSet::new(),
+            mtime,
         };
         let mut seen_names = BTreeSet::new();
         for d in &manifests {
@@ -262,13 +267,25 @@ impl Store for OciLayoutStore {
         ))
     }
 
-    fn tag_digest(&self, repo: &str, tag: &str) -> Result<Option<Digest>> {
-        Ok(self
-            .index()?
+    fn tag_link(&self, repo: &str, tag: &str) -> Result<Option<TagLink>> {
+        let index = self.index()?;
+        let mtime = index.mtime;
+        Ok(index
             .tags
             .into_iter()
             .find(|(r, t, _)| r == repo && t == tag)
-            .map(|(_, _, d)| d))
+            .map(|(_, _, digest)| TagLink { digest, mtime }))
+    }
+
+    fn folder_mtime(&self, folder: Folder<'_>) -> Result<Option<SystemTime>> {
+        match folder {
+            // Every repository shares the layout's blobs.
+            Folder::Layers(_) => self.root.dir_mtime("blobs/sha256"),
+            Folder::Names(_) | Folder::Tags(_) | Folder::Revisions(_) => {
+                let rel = "index.json";
+                Ok(self.root.regular_file(rel)?.map(|meta| meta.mtime))
+            }
+        }
     }
 
     fn manifest_digests(&self, repo: &str) -> Result<Vec<Digest>> {
@@ -297,8 +314,8 @@ impl Store for OciLayoutStore {
         self.read_manifest_blob(digest)
     }
 
-    fn has_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
-        Ok(self.manifest_blob(repo, digest)?.is_some())
+    fn manifest_mtime(&self, repo: &str, digest: &Digest) -> Result<Option<SystemTime>> {
+        Ok(self.manifest_blob(repo, digest)?.map(|meta| meta.mtime))
     }
 
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>> {
@@ -337,9 +354,11 @@ impl Store for OciLayoutStore {
             return Ok(None);
         }
         let rel = format!("blobs/sha256/{hex}");
-        Ok(self
-            .root
-            .regular_file(&rel)?
-            .map(|(path, len)| BlobFile { path, rel, len }))
+        Ok(self.root.regular_file(&rel)?.map(|meta| BlobFile {
+            path: meta.path,
+            rel,
+            len: meta.len,
+            mtime: meta.mtime,
+        }))
     }
 }
