@@ -31,24 +31,32 @@ fn channel_sink() -> (Sink, mpsc::Receiver<Vec<StoreChange>>) {
     (sink, rx)
 }
 
-/// A fanotify watcher on `dir`, or None (with the reason on stderr) where fanotify
-/// cannot be used.
-fn fanotify_watcher(
-    dir: &Path,
-    layout: Layout,
-) -> Option<(Watcher, mpsc::Receiver<Vec<StoreChange>>)> {
+/// Whether fanotify can watch `dir`; if not, says why on stderr (the test then skips).
+fn fanotify_usable(dir: &Path, layout: Layout) -> bool {
     // SAFETY: plain system call.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipping: fanotify filesystem marks need root");
-        return None;
+        return false;
     }
     let canonical = dir.canonicalize().expect("canonical store path");
     if let Some(reason) = fanotify::why_not(&canonical, layout) {
         eprintln!("skipping: {reason}");
-        return None;
+        return false;
     }
     if let Err(e) = fanotify::Listener::new(&canonical, layout) {
         eprintln!("skipping: fanotify cannot be used here: {e}");
+        return false;
+    }
+    true
+}
+
+/// A fanotify watcher on `dir` reporting to a channel, or None where fanotify cannot
+/// be used.
+fn fanotify_watcher(
+    dir: &Path,
+    layout: Layout,
+) -> Option<(Watcher, mpsc::Receiver<Vec<StoreChange>>)> {
+    if !fanotify_usable(dir, layout) {
         return None;
     }
     let (sink, rx) = channel_sink();
@@ -150,6 +158,29 @@ fn distribution_changes_are_reported_in_repository_terms() {
     fs::write(&link, digest('c')).expect("rewrite tag link");
     assert_eq!(probe.changes(), expect(&[repo("library/app")]), "moved tag");
 
+    // New times or modes (ATTRIB) on a link and on a folder (reported as "." in it).
+    let unix_time = |secs| std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+    let read_only = fs::File::open(&link).expect("open link");
+    // Both times, as touch(1) sets them: ATTRIB (mtime alone is reported as MODIFY).
+    let times = fs::FileTimes::new()
+        .set_accessed(unix_time(1_000_000))
+        .set_modified(unix_time(1_000_000));
+    read_only.set_times(times).expect("touch link");
+    assert_eq!(
+        probe.changes(),
+        expect(&[repo("library/app")]),
+        "touched link"
+    );
+    let mode = |m| std::os::unix::fs::PermissionsExt::from_mode(m);
+    fs::set_permissions(&tag, mode(0o750)).expect("chmod tag folder");
+    assert_eq!(probe.changes(), expect(&[repo("library/app")]), "chmod tag");
+    fs::set_permissions(v2.join("repositories/library"), mode(0o750)).expect("chmod");
+    assert_eq!(
+        probe.changes(),
+        expect(&[children(""), children("library"), repo("library")]),
+        "chmod namespace folder"
+    );
+
     fs::remove_dir_all(&tag).expect("rm -rf tag");
     assert_eq!(
         probe.changes(),
@@ -220,6 +251,54 @@ fn a_renamed_store_folder_is_followed() {
     fs::create_dir_all(link.parent().expect("parent")).expect("tag folder");
     fs::write(&link, digest('a')).expect("write tag link");
     assert_eq!(probe.changes(), [repo("library/app")].into_iter().collect());
+    stop(watcher);
+}
+
+#[test]
+fn a_full_event_queue_reports_everything() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let v2 = tmp.path().join("docker/registry/v2");
+    distribution_store(&v2);
+    if !fanotify_usable(&v2, Layout::Distribution) {
+        return;
+    }
+    let queue: usize = fs::read_to_string("/proc/sys/fs/fanotify/max_queued_events")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(16384);
+    if queue > 100_000 {
+        eprintln!("skipping: the fanotify queue holds {queue} events, too many to fill here");
+        return;
+    }
+    // The sink holds the watcher's thread until the gate opens (its sender dropped),
+    // so the kernel's queue fills up meanwhile.
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (tx, rx) = mpsc::channel();
+    let sink: Sink = Box::new(move |changes| {
+        let _ = entered_tx.send(());
+        let _ = gate_rx.recv();
+        let _ = tx.send(changes);
+    });
+    let watcher = watch(&v2, Layout::Distribution, Duration::ZERO, sink).expect("watch");
+    fs::create_dir(v2.join("repositories/marker/_manifests/probe")).expect("probe");
+    entered_rx
+        .recv_timeout(RECEIVE_TIMEOUT)
+        .expect("the sink is called");
+    let uploads = v2.join("repositories/library/app/_uploads/many");
+    fs::create_dir(&uploads).expect("upload folder");
+    for i in 0..=queue {
+        fs::File::create(uploads.join(i.to_string())).expect("create file");
+    }
+    drop(gate_tx);
+    let deadline = Instant::now() + RECEIVE_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let batch = rx.recv_timeout(left).expect("overflow reported");
+        if batch == [Everything] {
+            break;
+        }
+    }
     stop(watcher);
 }
 
