@@ -15,3 +15,4 @@ pub mod manifest;
 pub mod namespace;
 pub mod schema1;
 pub mod store;
+pub mod watch;
