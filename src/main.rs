@@ -51,7 +51,8 @@ struct NamespaceOptions {
     #[arg(long, global = true, value_name = "N", default_value_t = 1024)]
     cache_entries: usize,
     /// Paths of the namespace: the registry's (`<repo>/manifests/<ref>/<kind>`), or the
-    /// tree Pulp publishes for Crane (`<repo_id>.json`, `<repo_id>/manifests/2/<ref>`...)
+    /// tree Pulp publishes for Crane (`app/<repo_id>.json` for Crane's data_dir,
+    /// `web/<repo_id>/manifests/2/<ref>`... for the web server)
     #[arg(long, global = true, value_enum, default_value = "registry")]
     layout: Layout,
     /// Crane layout: the URL the tree is published at (each app file's `url` is

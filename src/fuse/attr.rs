@@ -5,9 +5,10 @@
 //!   digest paths, which can never point elsewhere; `--tag-ttl` for tag paths, tag lists
 //!   and folders (whose listing can change);
 //! - the *attribute* TTL is long for files: a file inode is tied to one content version
-//!   (see `inodes`), so its size and times never change. Folders use `--tag-ttl`: their
-//!   attributes do not change either, but a cached root would keep answering `stat` for
-//!   a day after the daemon died, and health checks stat the mount point.
+//!   and time (see `inodes`), so its size and times never change. Folders use
+//!   `--tag-ttl`, at most a second: their times follow the store, and a cached root
+//!   would keep answering `stat` after the daemon died, while health checks stat the
+//!   mount point.
 //!
 //! Files are 0444 and folders 0555, owned by the store's owner: the mount is read-only
 //! and the kernel checks these modes itself (`default_permissions`).
@@ -41,6 +42,9 @@ pub struct TtlPolicy {
     pub immutable: Duration,
 }
 
+/// The longest a folder's attributes are cached: a dead daemon shows within it.
+pub const MAX_FOLDER_ATTR_TTL: Duration = Duration::from_secs(1);
+
 impl TtlPolicy {
     pub fn for_inode(&self, inode: &Inode) -> Ttl {
         Ttl {
@@ -50,7 +54,7 @@ impl TtlPolicy {
                 self.tag
             },
             attr: if inode.is_dir() {
-                self.tag
+                self.tag.min(MAX_FOLDER_ATTR_TTL)
             } else {
                 self.immutable
             },
@@ -194,6 +198,13 @@ mod tests {
         assert_eq!(digest_folder.entry, Duration::from_secs(86400));
         assert_eq!(digest_folder.attr, Duration::from_secs(1));
         assert_eq!(POLICY.negative(), Some(Duration::from_secs(1)));
+        let long = TtlPolicy {
+            tag: Duration::from_secs(60),
+            ..POLICY
+        };
+        let folder = long.for_inode(&inode(InodeKind::Dir, false));
+        assert_eq!(folder.entry, Duration::from_secs(60));
+        assert_eq!(folder.attr, MAX_FOLDER_ATTR_TTL, "a dead daemon shows soon");
         let uncached = TtlPolicy {
             tag: Duration::ZERO,
             ..POLICY

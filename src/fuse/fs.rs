@@ -113,7 +113,8 @@ impl ContentCache {
 
 pub struct RegistryFs {
     ns: Arc<Namespace>,
-    inodes: InodeTable,
+    /// Shared with the store-change follower, which finds what to invalidate in it.
+    inodes: Arc<InodeTable>,
     content: ContentCache,
     files: Handles<OpenFile>,
     dirs: Handles<OpenDir>,
@@ -129,13 +130,14 @@ pub struct RegistryFs {
 impl RegistryFs {
     pub fn new(
         ns: Arc<Namespace>,
+        inodes: Arc<InodeTable>,
         ttl: TtlPolicy,
         owner: Owner,
         want_passthrough: bool,
     ) -> RegistryFs {
         RegistryFs {
             ns,
-            inodes: InodeTable::new(),
+            inodes,
             content: ContentCache::new(),
             files: Handles::default(),
             dirs: Handles::default(),

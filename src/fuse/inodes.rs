@@ -627,6 +627,19 @@ impl InodeTable {
         inner.find(parent, name, None).map(|t| inner.tagged_ino(t))
     }
 
+    /// The live folder inode at namespace path `path` ("" is the root), if the kernel
+    /// knows it (its parents included).
+    pub fn folder_at(&self, path: &str) -> Option<u64> {
+        let mut ino = ROOT_INO;
+        for name in path.split('/').filter(|c| !c.is_empty()) {
+            ino = self.child(ino, name)?;
+            if is_file(ino) {
+                return None;
+            }
+        }
+        Some(ino)
+    }
+
     /// Live inodes (the root included).
     pub fn len(&self) -> usize {
         let inner = self.lock();
@@ -868,6 +881,9 @@ mod tests {
         assert_eq!(table.child(a.ino, "nope"), None);
         assert_eq!(table.parent_of(c.ino), Some(a.ino));
         assert_eq!(table.parent_of(a.ino), Some(ROOT_INO));
+        assert_eq!(table.folder_at(""), Some(ROOT_INO));
+        assert_eq!(table.folder_at("demo/hello"), Some(c.ino));
+        assert_eq!(table.folder_at("demo/nope"), None);
         // An immutable folder of the same name is another inode (never happens in the
         // namespace, but the flag is part of what an inode is).
         let d = table

@@ -6,10 +6,12 @@
 //! - [`inodes`]: inode numbers; a file inode is tied to one content version (pure);
 //! - [`attr`]: attributes and cache lifetimes (pure);
 //! - [`handles`]: open handles and the one-backing-id-per-inode passthrough rule (pure);
+//! - `changes`: store changes → the namespace's kept times and the kernel's caches;
 //! - `fs`: the fuser `Filesystem`, translating requests to the above;
 //! - `session`, `daemon`: mounting, unmounting, signals, stale mounts, `--daemon`.
 
 pub mod attr;
+mod changes;
 mod daemon;
 mod fs;
 pub mod handles;

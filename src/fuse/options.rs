@@ -16,8 +16,9 @@ use std::time::Duration;
 /// of any inode, since an inode is tied to one content version).
 pub const IMMUTABLE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Default `--tag-ttl`: a push shows up within a second.
-pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(1);
+/// Default `--change-poll`: where change notifications cannot see every change of the
+/// store, how often the kept times are rescanned.
+pub const DEFAULT_CHANGE_POLL: Duration = Duration::from_secs(30);
 
 const MAX_THREADS: usize = 64;
 
@@ -28,9 +29,14 @@ pub struct MountArgs {
     /// The folder to mount on (a stale registryfs mount there is cleared first)
     pub mountpoint: PathBuf,
     /// How long the kernel may cache tag paths, tag lists and folders; 0 asks every time
-    /// [default: 1]
+    /// [default: 60 with change notifications (fanotify), which drop what a push changes
+    /// at once; 1 where the store is polled]
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub tag_ttl: Option<Duration>,
+    /// Where change notifications cannot see every change (a network filesystem, no
+    /// fanotify), rescan the store's times this often; 0 never [default: 30]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub change_poll: Option<Duration>,
     /// Let other users (e.g. a web server's) read the mount
     #[arg(long)]
     pub allow_other: bool,
@@ -63,7 +69,9 @@ pub enum Access {
 /// Everything the FUSE side needs, resolved.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MountSettings {
-    pub tag_ttl: Duration,
+    /// None: chosen by how store changes are followed (`changes::default_tag_ttl`).
+    pub tag_ttl: Option<Duration>,
+    pub change_poll: Duration,
     pub immutable_ttl: Duration,
     pub access: Access,
     pub passthrough: bool,
@@ -87,7 +95,8 @@ impl MountArgs {
     /// Merges flags and `-o` options (an `-o` value wins over its flag).
     pub fn resolve(&self) -> Result<(MountSettings, NamespaceOverrides), String> {
         let mut settings = MountSettings {
-            tag_ttl: self.tag_ttl.unwrap_or(DEFAULT_TAG_TTL),
+            tag_ttl: self.tag_ttl,
+            change_poll: self.change_poll.unwrap_or(DEFAULT_CHANGE_POLL),
             immutable_ttl: IMMUTABLE_TTL,
             access: Access::Owner,
             passthrough: !self.no_passthrough,
@@ -103,7 +112,8 @@ impl MountArgs {
                     MountOption::Ignored => {}
                     MountOption::AllowOther => allow_other = true,
                     MountOption::AllowRoot => allow_root = true,
-                    MountOption::TagTtl(ttl) => settings.tag_ttl = ttl,
+                    MountOption::TagTtl(ttl) => settings.tag_ttl = Some(ttl),
+                    MountOption::ChangePoll(interval) => settings.change_poll = interval,
                     MountOption::NoPassthrough => settings.passthrough = false,
                     MountOption::Threads(n) => settings.threads = n,
                     MountOption::SigningKey(path) => ns.signing_key = Some(path),
@@ -139,6 +149,7 @@ enum MountOption {
     AllowOther,
     AllowRoot,
     TagTtl(Duration),
+    ChangePoll(Duration),
     NoPassthrough,
     Threads(usize),
     SigningKey(PathBuf),
@@ -221,6 +232,9 @@ fn parse_option(option: &str) -> Result<MountOption, String> {
         "allow_foreign_layers" => flag(MountOption::AllowForeignLayers),
         "tag_ttl" => parse_seconds(&need(value)?)
             .map(MountOption::TagTtl)
+            .map_err(bad),
+        "change_poll" => parse_seconds(&need(value)?)
+            .map(MountOption::ChangePoll)
             .map_err(bad),
         "threads" => parse_threads(&need(value)?)
             .map(MountOption::Threads)
@@ -309,7 +323,8 @@ mod tests {
     #[test]
     fn defaults() {
         let (s, ns) = resolve(&[]).unwrap();
-        assert_eq!(s.tag_ttl, Duration::from_secs(1));
+        assert_eq!(s.tag_ttl, None, "chosen by how changes are followed");
+        assert_eq!(s.change_poll, Duration::from_secs(30));
         assert_eq!(s.immutable_ttl, Duration::from_secs(86400));
         assert_eq!(s.access, Access::Owner);
         assert!(s.passthrough);
@@ -330,14 +345,14 @@ mod tests {
             "--daemon",
         ])
         .unwrap();
-        assert_eq!(s.tag_ttl, Duration::ZERO);
+        assert_eq!(s.tag_ttl, Some(Duration::ZERO));
         assert_eq!(s.access, Access::Everyone);
         assert!(!s.passthrough);
         assert_eq!(s.threads, 3);
         assert!(s.daemon);
         assert_eq!(
             resolve(&["--tag-ttl", "0.25"]).unwrap().0.tag_ttl,
-            Duration::from_millis(250)
+            Some(Duration::from_millis(250))
         );
     }
 
@@ -367,7 +382,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.access, Access::Everyone);
-        assert_eq!(s.tag_ttl, Duration::from_millis(500));
+        assert_eq!(s.tag_ttl, Some(Duration::from_millis(500)));
         assert!(!s.passthrough);
         assert_eq!(s.threads, 4);
         assert_eq!(
@@ -386,7 +401,7 @@ mod tests {
     #[test]
     fn dashes_work_like_underscores_and_o_wins_over_flags() {
         let (s, _) = resolve(&["--tag-ttl", "5", "-o", "tag-ttl=2,allow-root"]).unwrap();
-        assert_eq!(s.tag_ttl, Duration::from_secs(2));
+        assert_eq!(s.tag_ttl, Some(Duration::from_secs(2)));
         assert_eq!(s.access, Access::RootAndOwner);
     }
 

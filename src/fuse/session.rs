@@ -14,8 +14,10 @@
 //! setuid fusermount3; its unmount is then `fusermount3 -u -z`, also a detach.
 
 use super::attr::{Owner, TtlPolicy};
+use super::changes::{self, Follower};
 use super::daemon::Ready;
 use super::fs::RegistryFs;
+use super::inodes::InodeTable;
 use super::options::{Access, MountSettings};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
@@ -65,6 +67,8 @@ struct Mounted {
     mountpoint: PathBuf,
     /// Mounted with mount(2) by us (not through fusermount3).
     own_mount: bool,
+    /// Watches the store while the session runs.
+    follower: Follower,
 }
 
 fn mount(
@@ -83,10 +87,21 @@ fn mount(
         )));
     }
     let store_meta = std::fs::metadata(store).map_err(|e| Error::io(store, e))?;
+    // Signals are taken by one thread (see `stop_on_signal`); block them before the
+    // store watcher and fuser start their threads, so they inherit the mask.
+    let signals = StopSignals::block().map_err(mp_err)?;
+    let ns = Arc::new(ns);
+    let inodes = Arc::new(InodeTable::new());
+    let follower = changes::follow(ns.clone(), inodes.clone(), settings.change_poll)?;
+    let tag_ttl = settings
+        .tag_ttl
+        .unwrap_or_else(|| changes::default_tag_ttl(follower.mode()));
+    info!("tag paths and folders are cached for {tag_ttl:?}");
     let fs = RegistryFs::new(
-        Arc::new(ns),
+        ns,
+        inodes,
         TtlPolicy {
-            tag: settings.tag_ttl,
+            tag: tag_ttl,
             immutable: settings.immutable_ttl,
         },
         Owner {
@@ -106,9 +121,6 @@ fn mount(
     // One /dev/fuse descriptor per thread (FUSE_DEV_IOC_CLONE): requests are spread
     // over the threads by the kernel instead of contending on one descriptor.
     config.clone_fd = settings.threads > 1;
-    // Signals are taken by one thread (see `stop_on_signal`); block them before fuser
-    // starts its threads so they inherit the mask.
-    let signals = StopSignals::block().map_err(mp_err)?;
     let source = store.to_string_lossy().into_owned();
 
     let (session, unmounter) = match kernel_mount(&source, &mountpoint, acl) {
@@ -146,6 +158,7 @@ fn mount(
         Err(e) => return Err(mp_err(e)),
     };
     let own_mount = matches!(unmounter, Unmounter::Detach { .. });
+    follower.attach(session.notifier());
     stop_on_signal(signals, unmounter, mountpoint.clone());
     info!(
         "mounted {} at {} ({} threads)",
@@ -157,6 +170,7 @@ fn mount(
         session,
         mountpoint,
         own_mount,
+        follower,
     })
 }
 
@@ -165,8 +179,10 @@ fn run(mounted: Mounted) -> Result<()> {
         session,
         mountpoint,
         own_mount,
+        follower,
     } = mounted;
     let result = session.run();
+    drop(follower);
     // The session ends when the kernel drops the connection: after an unmount (ours or
     // anyone's), or an abort, which leaves a dead mount behind: clear that one.
     if own_mount && is_stale(&mountpoint) {

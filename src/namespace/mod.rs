@@ -9,6 +9,7 @@
 //! Repository names nest as folders. Both the CLI (`ls`, `cat`) and the FUSE adapter
 //! answer from here, so they always agree.
 
+mod changes;
 pub mod crane;
 mod path;
 mod representations;
@@ -24,6 +25,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+pub use changes::Stale;
 pub use path::{Location, Reference, REPOSITORY_SECTIONS};
 use representations::Schema1Key;
 
@@ -177,6 +179,11 @@ impl Namespace {
 
     pub fn settings(&self) -> &Settings {
         &self.config
+    }
+
+    /// The store's folder to watch for changes ([`Namespace::store_changed`]).
+    pub fn watch_target(&self) -> (std::path::PathBuf, crate::watch::Layout) {
+        self.store.watch_target()
     }
 
     /// What `path` names. Files come with their content (generated if need be), so the

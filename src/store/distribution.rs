@@ -287,6 +287,10 @@ impl Store for DistributionStore {
         )
     }
 
+    fn watch_target(&self) -> (std::path::PathBuf, crate::watch::Layout) {
+        (self.root.dir.clone(), crate::watch::Layout::Distribution)
+    }
+
     fn open_blob(&self, blob: &BlobFile) -> Result<Option<std::fs::File>> {
         self.root.open_read(&blob.rel)
     }

@@ -113,6 +113,9 @@ pub trait Store: Send + Sync {
 
     /// Where a blob linked into the repository lives, or None.
     fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>>;
+
+    /// The folder to watch for changes, and how its paths map to repositories.
+    fn watch_target(&self) -> (PathBuf, crate::watch::Layout);
 }
 
 /// Options that only apply to some layouts.

@@ -342,6 +342,10 @@ impl Store for OciLayoutStore {
         self.read_manifest_blob(digest)
     }
 
+    fn watch_target(&self) -> (std::path::PathBuf, crate::watch::Layout) {
+        (self.root.dir.clone(), crate::watch::Layout::OciLayout)
+    }
+
     fn open_blob(&self, blob: &BlobFile) -> Result<Option<std::fs::File>> {
         self.root.open_read(&blob.rel)
     }

@@ -57,10 +57,11 @@ Alias /pulp/docker/v2 ROOT
 
 
 class PulpApache:
-    """Apache serving the Crane tree with Pulp's directives."""
+    """Apache serving the Crane tree's web/ folder with Pulp's directives (the `Alias`
+    points at what Pulp calls published/docker/v2/web)."""
 
-    def __init__(self, prefix, root):
-        self.prefix, self.root = prefix, root
+    def __init__(self, prefix, mountpoint):
+        self.prefix, self.root = prefix, os.path.join(mountpoint, "web")
         self.port = None
         self.proc = None
         self.log_path = os.path.join(prefix, "error.log")
@@ -127,22 +128,28 @@ def check_crane(checker, report, mountpoint, port, repos_refs):
     """repos_refs: [(repo, [tags], [digests])]. Compares registry answers with
     Crane's redirect target fetched from the Pulp-configured Apache."""
     apps = {}
-    for name in sorted(os.listdir(mountpoint)):
-        if name.endswith(".json"):
-            with open(os.path.join(mountpoint, name), "rb") as f:
-                doc = json.loads(f.read())
-            problems = []
-            for key, typ in (("version", int), ("repo-registry-id", str), ("url", str), ("repository", str),
-                             ("protected", bool), ("schema2_data", list), ("manifest_list_data", list),
-                             ("manifest_list_amd64_tags", dict)):
-                if not isinstance(doc.get(key), typ):
-                    problems.append(f"{key} is {doc.get(key)!r}")
-            if doc.get("version") != 4 or doc.get("repository") + ".json" != name:
-                problems.append(f"version {doc.get('version')}, repository {doc.get('repository')}")
-            if not os.path.isdir(os.path.join(mountpoint, doc.get("repository", ""))):
-                problems.append("no folder for the repository")
-            apps[doc["repo-registry-id"]] = doc
-            report.check(f"crane app file {name}", problems)
+    app_dir, web_dir = os.path.join(mountpoint, "app"), os.path.join(mountpoint, "web")
+    # Crane's data_dir is app/: it loads every *.json below it, links followed.
+    loaded = []
+    for dirpath, dirnames, filenames in os.walk(app_dir, followlinks=True):
+        report.check(f"crane app/ has no folders ({dirpath})", [f"folder {d}" for d in dirnames])
+        loaded += [os.path.join(dirpath, n) for n in sorted(filenames) if n.endswith(".json")]
+    for path in loaded:
+        name = os.path.basename(path)
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+        problems = []
+        for key, typ in (("version", int), ("repo-registry-id", str), ("url", str), ("repository", str),
+                         ("protected", bool), ("schema2_data", list), ("manifest_list_data", list),
+                         ("manifest_list_amd64_tags", dict)):
+            if not isinstance(doc.get(key), typ):
+                problems.append(f"{key} is {doc.get(key)!r}")
+        if doc.get("version") != 4 or doc.get("repository") + ".json" != name:
+            problems.append(f"version {doc.get('version')}, repository {doc.get('repository')}")
+        if not os.path.isdir(os.path.join(web_dir, doc.get("repository", ""))):
+            problems.append("no folder for the repository")
+        apps[doc["repo-registry-id"]] = doc
+        report.check(f"crane app file {name}", problems)
     combos = [("no Accept", []), ("schema2", [MT_SCHEMA2]), ("Docker", [MT_SCHEMA1_SIGNED, MT_SCHEMA2, MT_LIST])]
     for repo, tags, digests in repos_refs:
         app = apps.get(repo)

@@ -1,0 +1,125 @@
+//! Follows the store for a mount: each batch of store changes ([`crate::watch`]) goes to
+//! the namespace first (the times it keeps), then, with change notifications, the stale
+//! names and folder times are dropped from the kernel's caches, so a push shows through
+//! the mount at once and the cache lifetimes can be long.
+//!
+//! A lookup that read the store just before a change and answers just after the first
+//! invalidation would put the old answer back for a whole lifetime, so every
+//! invalidation is sent again [`SECOND_PASS_AFTER`] later.
+//!
+//! With the polling fallback nothing is invalidated: the lifetimes bound how long an
+//! answer stays (see [`default_tag_ttl`]), and the poll only rescans what the namespace
+//! keeps.
+
+use super::inodes::InodeTable;
+use crate::error::{Error, Result};
+use crate::namespace::{Namespace, Stale};
+use crate::watch::{self, Mode, StoreChange, Watcher};
+use fuser::{INodeNo, Notifier};
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Tag lifetime when none is given: long while change notifications invalidate what
+/// changes, short where only the lifetime bounds how stale an answer can be.
+pub fn default_tag_ttl(mode: &Mode) -> Duration {
+    match mode {
+        Mode::Fanotify => Duration::from_secs(60),
+        Mode::Poll(_) => Duration::from_secs(1),
+    }
+}
+
+/// When the second invalidation of a batch is sent: far longer than a lookup takes
+/// between reading the store and answering.
+pub const SECOND_PASS_AFTER: Duration = Duration::from_millis(200);
+
+/// A running follower; dropping it stops watching.
+pub struct Follower {
+    watcher: Watcher,
+    /// Set once the session exists; until then there is nothing cached to invalidate.
+    notifier: Arc<OnceLock<Notifier>>,
+}
+
+impl Follower {
+    pub fn mode(&self) -> &Mode {
+        self.watcher.mode()
+    }
+
+    /// From now on stale entries are dropped from this session's kernel caches (with
+    /// change notifications; the polling fallback invalidates nothing).
+    pub fn attach(&self, notifier: Notifier) {
+        if *self.mode() == Mode::Fanotify {
+            let _ = self.notifier.set(notifier);
+        }
+    }
+}
+
+/// Starts following the store of `ns`; `fallback` is the polling interval used where
+/// change notifications cannot see every change (zero: never poll).
+pub fn follow(ns: Arc<Namespace>, inodes: Arc<InodeTable>, fallback: Duration) -> Result<Follower> {
+    let (dir, layout) = ns.watch_target();
+    let notifier: Arc<OnceLock<Notifier>> = Arc::default();
+    let sink_notifier = notifier.clone();
+    let sink_ns = ns.clone();
+    let second_pass = start_second_pass(&dir, notifier.clone(), inodes.clone())?;
+    let sink: watch::Sink = Box::new(move |changes: Vec<StoreChange>| {
+        log::debug!("store changes: {changes:?}");
+        let stale = sink_ns.store_changed(&changes);
+        if let Some(notifier) = sink_notifier.get() {
+            invalidate_all(notifier, &inodes, &stale);
+            let _ = second_pass.send((Instant::now() + SECOND_PASS_AFTER, stale));
+        }
+    });
+    let watcher = watch::watch(&dir, layout, fallback, sink)?;
+    if !matches!(watcher.mode(), Mode::Poll(interval) if interval.is_zero()) {
+        ns.track_store_changes();
+    }
+    Ok(Follower { watcher, notifier })
+}
+
+/// The thread that sends each batch's invalidations a second time; it ends when the
+/// sender (the watcher's sink) goes.
+fn start_second_pass(
+    dir: &Path,
+    notifier: Arc<OnceLock<Notifier>>,
+    inodes: Arc<InodeTable>,
+) -> Result<Sender<(Instant, Vec<Stale>)>> {
+    let (sender, receiver) = channel::<(Instant, Vec<Stale>)>();
+    std::thread::Builder::new()
+        .name("registryfs-inval".into())
+        .spawn(move || {
+            for (due, stale) in receiver {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                if let Some(notifier) = notifier.get() {
+                    invalidate_all(notifier, &inodes, &stale);
+                }
+            }
+        })
+        .map_err(|e| Error::io(dir, e))?;
+    Ok(sender)
+}
+
+/// Drops `stale` from the kernel's caches, for the parts the kernel knows.
+fn invalidate_all(notifier: &Notifier, inodes: &InodeTable, stale: &[Stale]) {
+    for s in stale {
+        let result = match s {
+            Stale::Entry { parent, name } => match inodes.folder_at(parent) {
+                Some(ino) => notifier.inval_entry(INodeNo(ino), OsStr::new(name)),
+                None => continue,
+            },
+            // A negative offset: the attributes only, no page cache.
+            Stale::Folder(path) => match inodes.folder_at(path) {
+                Some(ino) => notifier.inval_inode(INodeNo(ino), -1, 0),
+                None => continue,
+            },
+        };
+        match result {
+            Ok(()) => {}
+            // Known to us but not (or no longer) cached by the kernel.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => log::debug!("invalidating {s:?}: {e}"),
+        }
+    }
+}
