@@ -677,6 +677,64 @@ fn a_moved_tag_shows_up_after_the_ttl_and_open_files_keep_their_bytes() {
     assert!(seen2.is_subset(&allowed2), "schema2 mixed versions");
 }
 
+/// With change notifications the kernel caches tag paths for a minute, yet a push shows
+/// at once: the daemon drops what the change made stale, cached names and cached
+/// "no such name" answers alike, and folder times follow the store.
+#[test]
+fn with_change_notifications_pushes_show_at_once_despite_long_lifetimes() {
+    require_fuse!();
+    let w = Watchdog::new();
+    let fx = Fixture::new();
+    let m = Mount::start(&w, &fx, &[], "mount.log");
+    let log = m.log();
+    assert!(log.contains("with fanotify"), "{log}");
+    assert!(log.contains("cached for 60s"), "{log}");
+    let s2 = m.mnt.join(format!("{HELLO}/manifests/latest/schema2"));
+    let new2 = fx.cat(&format!("{HELLO}/manifests/v1/schema2"));
+    assert_ne!(fs::read(&s2).unwrap(), new2);
+    let fresh = m.mnt.join(format!("{HELLO}/manifests/fresh"));
+    assert_eq!(errno(fs::metadata(&fresh)), Some(libc::ENOENT));
+
+    // Move latest in place, as registry 2.8.2 writes links (truncate, then write).
+    let link = fx.tag_link(HELLO, "latest");
+    let v1 = fs::read(fx.tag_link(HELLO, "v1")).unwrap();
+    fs::write(&link, &v1).unwrap();
+    let moved = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(5), || fs::read(&s2).unwrap() == new2),
+        "the moved tag never showed up:\n{}",
+        m.log()
+    );
+    assert!(
+        moved.elapsed() < Duration::from_secs(5),
+        "took {:?}; the lifetime is 60 s",
+        moved.elapsed()
+    );
+    let pushed = fs::metadata(&link).unwrap().modified().unwrap();
+    let tag_dir = s2.parent().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(2), || fs::metadata(tag_dir)
+            .unwrap()
+            .modified()
+            .unwrap()
+            == pushed),
+        "the tag folder's time is the push's"
+    );
+
+    // A new tag, looked up (and not found) before it was pushed.
+    let fresh_link = fx.tag_link(HELLO, "fresh");
+    fs::create_dir_all(fresh_link.parent().unwrap()).unwrap();
+    fs::write(&fresh_link, &v1).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || fresh.join("schema2").exists()),
+        "the new tag never showed up:\n{}",
+        m.log()
+    );
+    assert_eq!(fs::read(fresh.join("schema2")).unwrap(), new2);
+    let tags = fs::read_to_string(m.mnt.join(format!("{HELLO}/tags/list"))).unwrap();
+    assert!(tags.contains("\"fresh\""), "{tags}");
+}
+
 #[test]
 fn a_corrupt_blob_gives_eio_and_everything_else_still_serves() {
     require_fuse!();
