@@ -330,3 +330,45 @@ fn every_time_comes_from_the_store() {
     );
     assert_eq!(time_of(&crane(&s), "web/plain/manifests/1/latest"), pushed);
 }
+
+/// A mount reports every store change, so the Crane folders are answered from a kept
+/// scan (Crane lists and stats `app/` at every poll) and follow the reported changes.
+#[test]
+fn reported_changes_update_the_kept_scan() {
+    use registryfs::watch::StoreChange;
+    let s = StoreBuilder::new();
+    s.image("lib/app", "v1", &config(1), &[b"a"], LAYER);
+    let ns = crane(&s);
+    ns.track_store_changes();
+    assert_eq!(names(&ns, "app"), ["lib___app.json"]);
+    let before = time_of(&ns, "app");
+
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    s.image("ns/new", "latest", &config(1), &[b"n"], LAYER);
+    // Not reported yet: the kept scan still answers.
+    assert_eq!(names(&ns, "app"), ["lib___app.json"]);
+    assert_eq!(time_of(&ns, "app"), before);
+    let stale = ns.store_changed(&[
+        StoreChange::Children(String::new()),
+        StoreChange::Repository("ns".into()),
+    ]);
+    assert!(!stale.is_empty());
+    assert_eq!(names(&ns, "app"), ["lib___app.json", "ns___new.json"]);
+    assert_eq!(names(&ns, "web"), ["lib___app/", "ns___new/"]);
+    let after_new = time_of(&ns, "app");
+    assert!(after_new > before);
+
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    s.tag("lib/app", "v2", &Digest::of(b"nothing"));
+    ns.store_changed(&[StoreChange::Repository("lib/app".into())]);
+    assert!(time_of(&ns, "app") > after_new, "a new tag");
+
+    std::fs::remove_dir_all(s.v2().join("repositories/ns")).unwrap();
+    ns.store_changed(&[StoreChange::Children(String::new())]);
+    assert_eq!(names(&ns, "app"), ["lib___app.json"]);
+    // A rescan from scratch agrees with the kept scan.
+    let kept = time_of(&ns, "app");
+    ns.store_changed(&[StoreChange::Everything]);
+    assert_eq!(time_of(&ns, "app"), kept);
+    assert_eq!(time_of(&crane(&s), "app"), kept, "as an unkept scan says");
+}

@@ -210,6 +210,9 @@ impl Namespace {
 
     /// Every repository of the store, by name.
     pub(in crate::namespace) fn repositories(&self) -> Result<Vec<String>> {
+        if let Some(kept) = self.kept_repositories() {
+            return Ok(kept);
+        }
         let mut out = Vec::new();
         self.walk_repository_folders("", |name, is_repository| {
             if is_repository {

@@ -138,6 +138,18 @@ impl Namespace {
         Ok(())
     }
 
+    /// A repository's time as kept: one whose times cannot be read is still listed (its
+    /// app file then says why it fails), with its folder's time.
+    fn kept_repository_time(&self, name: &str) -> Result<SystemTime> {
+        match self.crane_repository_time(name) {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                log::warn!("{name}: {e}");
+                self.folder_time(Folder::Names(name))
+            }
+        }
+    }
+
     /// Adds the times of everything at and below `from` to `times`.
     fn scan_tree_times(&self, from: &str, times: &mut TreeTimes) -> Result<()> {
         self.walk_repository_folders(from, |name, is_repository| {
@@ -145,13 +157,8 @@ impl Namespace {
                 .names
                 .insert(name.to_string(), self.folder_time(Folder::Names(name))?);
             if is_repository {
-                match self.crane_repository_time(name) {
-                    Ok(t) => {
-                        times.repositories.insert(name.to_string(), t);
-                    }
-                    // Its app file fails the same way; the others still count.
-                    Err(e) => log::warn!("{name}: {e}"),
-                }
+                let t = self.kept_repository_time(name)?;
+                times.repositories.insert(name.to_string(), t);
             }
             Ok(())
         })
@@ -179,6 +186,25 @@ impl Namespace {
         let folder_times = times.folder_times();
         *scan = Some(times);
         Ok(folder_times)
+    }
+
+    /// Every repository, from the kept scan when there is one (Crane's every poll lists
+    /// `app/`, which must not walk the store); None when there is no kept scan.
+    pub(in crate::namespace) fn kept_repositories(&self) -> Option<Vec<String>> {
+        let state = self.crane.as_ref()?;
+        if !state.times.tracked.load(Ordering::Acquire) {
+            return None;
+        }
+        if state.times.lock().is_none() {
+            // Scanned (and kept) by the first look at the folders' times.
+            if let Err(e) = self.crane_tree_times() {
+                log::warn!("scanning the store: {e}");
+                return None;
+            }
+        }
+        let scan = state.times.lock();
+        scan.as_ref()
+            .map(|times| times.repositories.keys().cloned().collect())
     }
 
     /// From now on every store change is reported through
@@ -213,7 +239,7 @@ impl Namespace {
                     None => times.names.remove(name),
                 };
                 if self.store.is_repository(name)? {
-                    let t = self.crane_repository_time(name)?;
+                    let t = self.kept_repository_time(name)?;
                     times.repositories.insert(name.to_string(), t);
                 } else {
                     times.repositories.remove(name);
