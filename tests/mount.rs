@@ -695,21 +695,43 @@ fn with_change_notifications_pushes_show_at_once_despite_long_lifetimes() {
     let fresh = m.mnt.join(format!("{HELLO}/manifests/fresh"));
     assert_eq!(errno(fs::metadata(&fresh)), Some(libc::ENOENT));
 
-    // Move latest in place, as registry 2.8.2 writes links (truncate, then write).
+    // Readers keep the tag's names in use across the moves: the kernel then keeps
+    // the folder's old dentries, and only a new folder inode gives a fresh view.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, s2) = (stop.clone(), s2.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = fs::read(&s2);
+                }
+            })
+        })
+        .collect();
+    // Move latest in place, as registry 2.8.2 writes links (truncate, then write),
+    // back and forth.
     let link = fx.tag_link(HELLO, "latest");
     let v1 = fs::read(fx.tag_link(HELLO, "v1")).unwrap();
-    fs::write(&link, &v1).unwrap();
-    let moved = Instant::now();
-    assert!(
-        wait_for(Duration::from_secs(5), || fs::read(&s2).unwrap() == new2),
-        "the moved tag never showed up:\n{}",
-        m.log()
-    );
-    assert!(
-        moved.elapsed() < Duration::from_secs(5),
-        "took {:?}; the lifetime is 60 s",
-        moved.elapsed()
-    );
+    let (old_link, old2) = (fs::read(&link).unwrap(), fs::read(&s2).unwrap());
+    for (target, want) in [(&v1, &new2), (&old_link, &old2), (&v1, &new2)] {
+        std::thread::sleep(Duration::from_millis(50));
+        fs::write(&link, target).unwrap();
+        let moved = Instant::now();
+        assert!(
+            wait_for(Duration::from_secs(5), || fs::read(&s2).unwrap() == *want),
+            "the moved tag never showed up:\n{}",
+            m.log()
+        );
+        assert!(
+            moved.elapsed() < Duration::from_secs(5),
+            "took {:?}; the lifetime is 60 s",
+            moved.elapsed()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
     let pushed = fs::metadata(&link).unwrap().modified().unwrap();
     let tag_dir = s2.parent().unwrap();
     assert!(

@@ -3,6 +3,10 @@
 //! names and folder times are dropped from the kernel's caches, so a push shows through
 //! the mount at once and the cache lifetimes can be long.
 //!
+//! A folder whose entry is dropped is also retired in the inode table: the kernel keeps
+//! one dentry per folder inode and would attach the old one, with the names cached below
+//! it, to a lookup that returns the same number, so the folder gets a new number.
+//!
 //! A lookup that read the store just before a change and answers just after the first
 //! invalidation would put the old answer back for a whole lifetime, so every
 //! invalidation is sent again [`SECOND_PASS_AFTER`] later.
@@ -106,7 +110,12 @@ fn invalidate_all(notifier: &Notifier, inodes: &InodeTable, stale: &[Stale]) {
     for s in stale {
         let result = match s {
             Stale::Entry { parent, name } => match inodes.folder_at(parent) {
-                Some(ino) => notifier.inval_entry(INodeNo(ino), OsStr::new(name)),
+                Some(ino) => {
+                    if let Some(child) = inodes.child(ino, name) {
+                        inodes.retire_folder(child);
+                    }
+                    notifier.inval_entry(INodeNo(ino), OsStr::new(name))
+                }
                 None => continue,
             },
             // A negative offset: the attributes only, no page cache.

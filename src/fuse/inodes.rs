@@ -627,6 +627,23 @@ impl InodeTable {
         inner.find(parent, name, None).map(|t| inner.tagged_ino(t))
     }
 
+    /// Makes the next lookup of a folder's name give a new inode. The kernel attaches a
+    /// folder inode it gets again to the dentry it had (a folder has one alias), with
+    /// the names still cached below it, so dropping a folder's entry is not enough for
+    /// a fresh view when the same number comes back. The old inode stays valid (with its
+    /// path) until the kernel forgets it, as an old file version does.
+    pub fn retire_folder(&self, ino: u64) {
+        let mut inner = self.lock();
+        let Some((slot, r)) = inner.dir(ino) else {
+            return;
+        };
+        if slot == 0 {
+            return;
+        }
+        let (parent, name) = (r.parent, r.name);
+        inner.unindex(slot, parent, name);
+    }
+
     /// The live folder inode at namespace path `path` ("" is the root), if the kernel
     /// knows it (its parents included).
     pub fn folder_at(&self, path: &str) -> Option<u64> {
@@ -1010,6 +1027,32 @@ mod tests {
         assert!(table
             .remember(d.ino, "x", InodeKind::Dir, false, t(1))
             .is_none());
+    }
+
+    #[test]
+    fn a_retired_folder_is_a_new_inode_at_the_next_lookup() {
+        let table = table();
+        let repo = dir(&table, ROOT_INO, "repo");
+        let tag = dir(&table, repo.ino, "latest");
+        table.retire_folder(repo.ino);
+        table.retire_folder(ROOT_INO);
+        assert_eq!(table.folder_at(""), Some(ROOT_INO), "the root stays");
+        assert_eq!(table.folder_at("repo"), None);
+        let again = dir(&table, ROOT_INO, "repo");
+        assert_ne!(again.ino, repo.ino);
+        assert_eq!(table.folder_at("repo"), Some(again.ino));
+        // The old one and what is below it keep their paths until forgotten.
+        assert_eq!(path(&table, tag.ino), "repo/latest");
+        assert_eq!(path(&table, repo.ino), "repo");
+        table.forget(tag.ino, 1, |_| {});
+        let mut freed = Vec::new();
+        table.forget(repo.ino, 1, |ino| freed.push(ino));
+        assert_eq!(freed, [repo.ino]);
+        assert_eq!(
+            table.folder_at("repo"),
+            Some(again.ino),
+            "the new one stays"
+        );
     }
 
     #[test]
