@@ -51,6 +51,10 @@ pub enum Mode {
 }
 
 /// Receives each batch of changes, deduplicated and sorted, on the watcher's thread.
+/// A batch goes out a few milliseconds after its first change, and a change always
+/// comes in a batch sent after it happened, so acting on every batch ends with what
+/// the store holds last. While the sink runs, events wait in the kernel's queue (16384
+/// by default); if it fills up, the next batch is [`StoreChange::Everything`].
 pub type Sink = Box<dyn Fn(Vec<StoreChange>) + Send>;
 
 /// A running watcher; dropping it stops its thread and waits for it.

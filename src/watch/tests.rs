@@ -57,6 +57,12 @@ fn fanotify_watcher(
     layout: Layout,
 ) -> Option<(Watcher, mpsc::Receiver<Vec<StoreChange>>)> {
     if !fanotify_usable(dir, layout) {
+        // Then the watcher polls instead.
+        let (sink, _rx) = channel_sink();
+        let hour = Duration::from_secs(3600);
+        let watcher = watch(dir, layout, hour, sink).expect("watch");
+        assert_eq!(watcher.mode(), &Mode::Poll(hour));
+        stop(watcher);
         return None;
     }
     let (sink, rx) = channel_sink();
