@@ -160,12 +160,7 @@ fn spawn(dir: &Path, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<
     std::thread::Builder::new()
         .name("registryfs-watch".to_string())
         .spawn(body)
-        .map_err(|e| {
-            Error::io(
-                dir,
-                std::io::Error::new(e.kind(), format!("starting the watcher thread: {e}")),
-            )
-        })
+        .map_err(|e| Error::io(dir, doing("starting the watcher thread", e)))
 }
 
 /// Calls the sink with [`StoreChange::Everything`] every `interval` (never if zero)
@@ -216,7 +211,7 @@ fn wait_readable(fds: &[libc::c_int], deadline: Option<Instant>) -> std::io::Res
         if err.raw_os_error() == Some(libc::EINTR) {
             return Ok(vec![false; fds.len()]);
         }
-        return Err(std::io::Error::new(err.kind(), format!("poll: {err}")));
+        return Err(doing("poll", err));
     }
     Ok(polls
         .iter()
@@ -228,11 +223,20 @@ fn eventfd() -> std::io::Result<OwnedFd> {
     // SAFETY: plain system call; the descriptor is owned below.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
     if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(std::io::Error::new(err.kind(), format!("eventfd: {err}")));
+        return Err(syscall_error("eventfd"));
     }
     // SAFETY: the kernel just returned this descriptor to us alone.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `err`, saying what was being done (a system call's name, usually).
+fn doing(what: &str, err: std::io::Error) -> std::io::Error {
+    std::io::Error::new(err.kind(), format!("{what}: {err}"))
+}
+
+/// The last OS error, naming the system call.
+fn syscall_error(call: &str) -> std::io::Error {
+    doing(call, std::io::Error::last_os_error())
 }
 
 /// Changes gathered for one call of the sink.
