@@ -212,10 +212,12 @@ impl Listener {
         match self.listen(wake, sink) {
             Ok(()) => {}
             Err(e) => {
-                log::error!(
-                    "watching {}: {e}; polling every {fallback:?} instead",
-                    self.store.display()
-                );
+                let then = if fallback.is_zero() {
+                    "no more changes will be reported (polling is disabled)".to_string()
+                } else {
+                    format!("polling every {fallback:?} instead")
+                };
+                log::error!("watching {}: {e}; {then}", self.store.display());
                 sink(vec![StoreChange::Everything]);
                 super::poll_loop(wake, fallback, sink);
             }

@@ -107,7 +107,10 @@ pub fn watch(dir: &Path, layout: Layout, fallback: Duration, sink: Sink) -> Resu
     let reason = match fanotify::why_not(&dir, layout) {
         None => match fanotify::Listener::new(&dir, layout) {
             Ok(listener) => {
-                log::info!("watching {} with fanotify", dir.display());
+                log::info!(
+                    "watching {} with fanotify (one mark on its whole filesystem)",
+                    dir.display()
+                );
                 let wake_fd = wake.try_clone().map_err(|e| Error::io(&dir, e))?;
                 let thread = spawn(&dir, move || listener.run(&wake_fd, fallback, &*sink))?;
                 return Ok(Watcher {
