@@ -18,7 +18,7 @@
 //! path, but the rename's own MOVED_FROM event maps the old place.
 
 use super::mapping::changes_for;
-use super::{wait_readable, Batch, Layout, StoreChange};
+use super::{doing, syscall_error, wait_readable, Batch, Layout, StoreChange};
 use lru::LruCache;
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -179,7 +179,7 @@ impl Listener {
             return Err(syscall_error("fanotify_mark"));
         }
         let mount: OwnedFd = std::fs::File::open(store)
-            .map_err(|e| io::Error::new(e.kind(), format!("open: {e}")))?
+            .map_err(|e| doing("open", e))?
             .into();
         let store_handle = own_handle(&c_store)?;
         match open_handle(&mount, &store_handle)? {
@@ -212,10 +212,12 @@ impl Listener {
         match self.listen(wake, sink) {
             Ok(()) => {}
             Err(e) => {
-                log::error!(
-                    "watching {}: {e}; polling every {fallback:?} instead",
-                    self.store.display()
-                );
+                let then = if fallback.is_zero() {
+                    "no more changes will be reported (polling is disabled)".to_string()
+                } else {
+                    format!("polling every {fallback:?} instead")
+                };
+                log::error!("watching {}: {e}; {then}", self.store.display());
                 sink(vec![StoreChange::Everything]);
                 super::poll_loop(wake, fallback, sink);
             }
@@ -258,10 +260,7 @@ impl Listener {
             let err = io::Error::last_os_error();
             return match err.raw_os_error() {
                 Some(libc::EAGAIN | libc::EINTR) => Ok(false),
-                _ => Err(io::Error::new(
-                    err.kind(),
-                    format!("reading fanotify events: {err}"),
-                )),
+                _ => Err(doing("reading fanotify events", err)),
             };
         }
         // SAFETY: the kernel wrote `n` initialised bytes at the start of the buffer.
@@ -484,17 +483,13 @@ fn open_handle(mount: &OwnedFd, handle: &[u8]) -> io::Result<Option<PathBuf>> {
         let err = io::Error::last_os_error();
         return match err.raw_os_error() {
             Some(libc::ESTALE | libc::ENOENT) => Ok(None),
-            _ => Err(io::Error::new(
-                err.kind(),
-                format!("open_by_handle_at: {err}"),
-            )),
+            _ => Err(doing("open_by_handle_at", err)),
         };
     }
     // SAFETY: the kernel just returned this descriptor to us alone.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let path = std::fs::read_link(&link)
-        .map_err(|e| io::Error::new(e.kind(), format!("readlink {link}: {e}")))?;
+    let path = std::fs::read_link(&link).map_err(|e| doing(&format!("readlink {link}"), e))?;
     // Removed while still open somewhere: its events are covered by the removal's.
     if path.as_os_str().as_bytes().ends_with(b" (deleted)") {
         return Ok(None);
@@ -505,12 +500,6 @@ fn open_handle(mount: &OwnedFd, handle: &[u8]) -> io::Result<Option<PathBuf>> {
 fn c_path(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
-}
-
-/// The last OS error, naming the system call.
-fn syscall_error(call: &str) -> io::Error {
-    let err = io::Error::last_os_error();
-    io::Error::new(err.kind(), format!("{call}: {err}"))
 }
 
 #[cfg(test)]

@@ -51,6 +51,10 @@ pub enum Mode {
 }
 
 /// Receives each batch of changes, deduplicated and sorted, on the watcher's thread.
+/// A batch goes out a few milliseconds after its first change, and a change always
+/// comes in a batch sent after it happened, so acting on every batch ends with what
+/// the store holds last. While the sink runs, events wait in the kernel's queue (16384
+/// by default); if it fills up, the next batch is [`StoreChange::Everything`].
 pub type Sink = Box<dyn Fn(Vec<StoreChange>) + Send>;
 
 /// A running watcher; dropping it stops its thread and waits for it.
@@ -103,7 +107,10 @@ pub fn watch(dir: &Path, layout: Layout, fallback: Duration, sink: Sink) -> Resu
     let reason = match fanotify::why_not(&dir, layout) {
         None => match fanotify::Listener::new(&dir, layout) {
             Ok(listener) => {
-                log::info!("watching {} with fanotify", dir.display());
+                log::info!(
+                    "watching {} with fanotify (one mark on its whole filesystem)",
+                    dir.display()
+                );
                 let wake_fd = wake.try_clone().map_err(|e| Error::io(&dir, e))?;
                 let thread = spawn(&dir, move || listener.run(&wake_fd, fallback, &*sink))?;
                 return Ok(Watcher {
@@ -156,12 +163,7 @@ fn spawn(dir: &Path, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<
     std::thread::Builder::new()
         .name("registryfs-watch".to_string())
         .spawn(body)
-        .map_err(|e| {
-            Error::io(
-                dir,
-                std::io::Error::new(e.kind(), format!("starting the watcher thread: {e}")),
-            )
-        })
+        .map_err(|e| Error::io(dir, doing("starting the watcher thread", e)))
 }
 
 /// Calls the sink with [`StoreChange::Everything`] every `interval` (never if zero)
@@ -212,7 +214,7 @@ fn wait_readable(fds: &[libc::c_int], deadline: Option<Instant>) -> std::io::Res
         if err.raw_os_error() == Some(libc::EINTR) {
             return Ok(vec![false; fds.len()]);
         }
-        return Err(std::io::Error::new(err.kind(), format!("poll: {err}")));
+        return Err(doing("poll", err));
     }
     Ok(polls
         .iter()
@@ -224,11 +226,20 @@ fn eventfd() -> std::io::Result<OwnedFd> {
     // SAFETY: plain system call; the descriptor is owned below.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
     if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(std::io::Error::new(err.kind(), format!("eventfd: {err}")));
+        return Err(syscall_error("eventfd"));
     }
     // SAFETY: the kernel just returned this descriptor to us alone.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `err`, saying what was being done (a system call's name, usually).
+fn doing(what: &str, err: std::io::Error) -> std::io::Error {
+    std::io::Error::new(err.kind(), format!("{what}: {err}"))
+}
+
+/// The last OS error, naming the system call.
+fn syscall_error(call: &str) -> std::io::Error {
+    doing(call, std::io::Error::last_os_error())
 }
 
 /// Changes gathered for one call of the sink.

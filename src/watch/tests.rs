@@ -57,6 +57,12 @@ fn fanotify_watcher(
     layout: Layout,
 ) -> Option<(Watcher, mpsc::Receiver<Vec<StoreChange>>)> {
     if !fanotify_usable(dir, layout) {
+        // Then the watcher polls instead.
+        let (sink, _rx) = channel_sink();
+        let hour = Duration::from_secs(3600);
+        let watcher = watch(dir, layout, hour, sink).expect("watch");
+        assert_eq!(watcher.mode(), &Mode::Poll(hour));
+        stop(watcher);
         return None;
     }
     let (sink, rx) = channel_sink();
@@ -76,8 +82,11 @@ fn stop(watcher: Watcher) {
         .expect("dropping the watcher stops its thread");
 }
 
-/// A distribution `v2` folder with one repository, `library/app`.
-fn distribution_store(v2: &Path) {
+/// A temporary folder with a distribution store at `v2` below it (returned), holding one
+/// repository, `library/app`.
+fn distribution_store(v2: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let v2 = tmp.path().join(v2);
     let app = v2.join("repositories/library/app");
     for dir in [
         app.join("_manifests/tags"),
@@ -89,6 +98,13 @@ fn distribution_store(v2: &Path) {
     ] {
         fs::create_dir_all(dir).expect("create store folder");
     }
+    (tmp, v2)
+}
+
+/// Writes a link file, creating its folders.
+fn write_link(link: &Path, digest: &str) {
+    fs::create_dir_all(link.parent().expect("link folder")).expect("create link folder");
+    fs::write(link, digest).expect("write link");
 }
 
 /// Collects what a distribution store's watcher reports for the changes made so far:
@@ -132,9 +148,7 @@ impl Probe {
 
 #[test]
 fn distribution_changes_are_reported_in_repository_terms() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let v2 = tmp.path().join("docker/registry/v2");
-    distribution_store(&v2);
+    let (_tmp, v2) = distribution_store("docker/registry/v2");
     let Some((watcher, rx)) = fanotify_watcher(&v2, Layout::Distribution) else {
         return;
     };
@@ -150,8 +164,7 @@ fn distribution_changes_are_reported_in_repository_terms() {
 
     assert_eq!(probe.changes(), expect(&[]), "nothing happened yet");
 
-    fs::create_dir_all(link.parent().expect("parent")).expect("tag folder");
-    fs::write(&link, digest('a')).expect("write tag link");
+    write_link(&link, &digest('a'));
     assert_eq!(probe.changes(), expect(&[repo("library/app")]), "new tag");
 
     // What registry 2.8.2 does when a tag moves: rewrite current/link in place.
@@ -203,8 +216,7 @@ fn distribution_changes_are_reported_in_repository_terms() {
     );
 
     let new_link = v2.join("repositories/ns/newrepo/_manifests/tags/latest/current/link");
-    fs::create_dir_all(new_link.parent().expect("parent")).expect("new repository");
-    fs::write(&new_link, digest('a')).expect("new repository's tag");
+    write_link(&new_link, &digest('a'));
     assert_eq!(
         probe.changes(),
         expect(&[
@@ -232,9 +244,7 @@ fn distribution_changes_are_reported_in_repository_terms() {
 
 #[test]
 fn a_renamed_store_folder_is_followed() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let v2 = tmp.path().join("registry/docker/registry/v2");
-    distribution_store(&v2);
+    let (tmp, v2) = distribution_store("registry/docker/registry/v2");
     let Some((watcher, rx)) = fanotify_watcher(&v2, Layout::Distribution) else {
         return;
     };
@@ -248,17 +258,14 @@ fn a_renamed_store_folder_is_followed() {
         count: 0,
     };
     let link = moved.join("repositories/library/app/_manifests/tags/v2/current/link");
-    fs::create_dir_all(link.parent().expect("parent")).expect("tag folder");
-    fs::write(&link, digest('a')).expect("write tag link");
+    write_link(&link, &digest('a'));
     assert_eq!(probe.changes(), [repo("library/app")].into_iter().collect());
     stop(watcher);
 }
 
 #[test]
 fn a_full_event_queue_reports_everything() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let v2 = tmp.path().join("docker/registry/v2");
-    distribution_store(&v2);
+    let (_tmp, v2) = distribution_store("docker/registry/v2");
     if !fanotify_usable(&v2, Layout::Distribution) {
         return;
     }
@@ -332,14 +339,18 @@ fn an_oci_layout_changes_with_its_index() {
     stop(watcher);
 }
 
-#[test]
-fn polling_reports_everything_at_each_interval() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+/// A polling watcher (as if fanotify were unavailable) reporting to a channel.
+fn polling(interval: Duration) -> (Watcher, mpsc::Receiver<Vec<StoreChange>>) {
     let (sink, rx) = channel_sink();
     let wake = eventfd().expect("eventfd");
-    let watcher =
-        start_polling(tmp.path(), wake, Duration::from_millis(10), sink, "test").expect("poll");
-    assert_eq!(watcher.mode(), &Mode::Poll(Duration::from_millis(10)));
+    let watcher = start_polling(Path::new("/store"), wake, interval, sink, "test").expect("poll");
+    assert_eq!(watcher.mode(), &Mode::Poll(interval));
+    (watcher, rx)
+}
+
+#[test]
+fn polling_reports_everything_at_each_interval() {
+    let (watcher, rx) = polling(Duration::from_millis(10));
     for _ in 0..2 {
         let batch = rx.recv_timeout(RECEIVE_TIMEOUT).expect("periodic report");
         assert_eq!(batch, [Everything]);
@@ -349,16 +360,9 @@ fn polling_reports_everything_at_each_interval() {
 
 #[test]
 fn a_long_poll_interval_does_not_delay_stopping() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (sink, _rx) = channel_sink();
-    let wake = eventfd().expect("eventfd");
-    let hour = Duration::from_secs(3600);
-    let watcher = start_polling(tmp.path(), wake, hour, sink, "test").expect("poll");
+    let (watcher, _rx) = polling(Duration::from_secs(3600));
     stop(watcher);
-    let (sink, _rx) = channel_sink();
-    let wake = eventfd().expect("eventfd");
-    let never = start_polling(tmp.path(), wake, Duration::ZERO, sink, "test").expect("poll");
-    assert_eq!(never.mode(), &Mode::Poll(Duration::ZERO));
+    let (never, _rx) = polling(Duration::ZERO);
     assert!(never.thread.is_none(), "a zero interval starts no thread");
 }
 
