@@ -15,5 +15,6 @@ scripts/build-libtrust-verify.sh >/dev/null
 cargo test
 python3 tests/oracle/run.py --registryfs target/debug/registryfs
 python3 tests/httpd/run.py --registryfs target/debug/registryfs
+python3 tests/metadata/run.py --registryfs target/debug/registryfs
 python3 tests/load/link_race.py --registryfs target/debug/registryfs
 python3 tests/load/run.py --registryfs target/debug/registryfs --duration 60
