@@ -347,6 +347,20 @@ def crane_problems(answers, apps, errors, web):
     return problems
 
 
+def ask_before_push(mountpoint, refs):
+    """Looks up what clients pulling `refs` (repo, tag) too early ask for, so that the
+    mount has answered "no such file" (which the kernel caches) before the push."""
+    for repo, tag in refs:
+        rid = repo_id(repo)
+        paths = [("app", rid + ".json"), ("web", rid, "tags", "list")]
+        paths += [("web", rid, "manifests", section, tag) for section in SECTION_TYPES]
+        for parts in paths:
+            try:
+                os.stat(os.path.join(mountpoint, *parts))
+            except FileNotFoundError:
+                pass
+
+
 def follow_change(report, pusher, monitor, web, what, change, delays):
     """Makes `change` while Crane's monitor polls, then waits until Crane's latest reload
     gives every answer the registry gives (at most POLL_FOR seconds after the push). The
@@ -585,7 +599,12 @@ def run(binary, tmp, report, started):
         ("a tag deleted (DELETE library/plain@<v2's digest>)",
          lambda: pusher.delete("library/plain", plain_d.digest)),
     ]
+    # Clients asking for what is not pushed yet: "no such file" answers the mount must
+    # drop when the push comes.
+    early = [("library/plain", "v2"), ("new/repo", "latest"), ("library/plain.json", "hijack.json"),
+             ("emptylayers", "hijack.json")]
     for what, change in changes:
+        ask_before_push(crane_mount.mountpoint, early)
         follow_change(report, pusher, monitor, web, what, change, delays)
 
     # 3. The hijack: Crane's keys inside a manifest, under a tag ending in .json.
@@ -596,6 +615,7 @@ def run(binary, tmp, report, started):
         pusher.push("library/plain.json", "hijack.json", hijack_base, hijack)
         pusher.push("emptylayers", "hijack.json", hijack_base, hijack)
 
+    ask_before_push(crane_mount.mountpoint, early)
     follow_change(report, pusher, monitor, web, "the hijack.json pushes", push_hijack, delays)
     check_app_folder(report, pusher, monitor, crane_mount.mountpoint)
     served = os.path.join(web, "emptylayers", "manifests", "2", "hijack.json")
