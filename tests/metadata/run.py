@@ -554,7 +554,8 @@ def run(binary, tmp, report, started):
     plain_a = image("metadata-plain-a")
     pusher.push("library/plain", "latest", plain_a)
     pusher.push("library/plain", "stable", plain_a)
-    pusher.push("emptylayers", "latest", image("metadata-empty", [("ENV A=1", True), ("ADD e /", False), ("CMD", True)]))
+    empty_layers = [("ENV A=1", True), ("ADD e /", False), ("CMD", True)]
+    pusher.push("emptylayers", "latest", image("metadata-empty", empty_layers))
     pusher.push("multi/list", "latest", list_of("metadata-list-amd64", "metadata-list-arm64"))
     # More paths for the stat and nginx comparisons: tags on images, lists and both.
     bulk = [image(f"metadata-bulk-{i}") for i in range(4)] + [list_of("metadata-bulk-amd64", "metadata-bulk-arm64")]
@@ -577,7 +578,8 @@ def run(binary, tmp, report, started):
     web = os.path.join(crane_mount.mountpoint, "web")
     monitor = CraneMonitor(os.path.join(crane_mount.mountpoint, "app"))
     apps, errors = monitor.loaded()
-    report.check("Crane's first load answers as the registry", crane_problems(registry_answers(pusher), apps, errors, web))
+    report.check("Crane's first load answers as the registry",
+                 crane_problems(registry_answers(pusher), apps, errors, web))
     started.append(monitor.start())
     check_quiet(report, monitor, 1.0, "after Crane starts")
 
@@ -619,8 +621,8 @@ def run(binary, tmp, report, started):
     follow_change(report, pusher, monitor, web, "the hijack.json pushes", push_hijack, delays)
     check_app_folder(report, pusher, monitor, crane_mount.mountpoint)
     served = os.path.join(web, "emptylayers", "manifests", "2", "hijack.json")
-    report.check("the hijack manifest is served below web/ as pushed",
-                 [] if os.path.isfile(served) and read_bytes(served) == hijack else [f"{served} is not the pushed bytes"])
+    same = os.path.isfile(served) and read_bytes(served) == hijack
+    report.check("the hijack manifest is served below web/ as pushed", [] if same else [f"{served} differs"])
     check_quiet(report, monitor, 0.5, "after the last change")
     if delays:
         note(f"push -> Crane reload with the registry's answers: max {1000 * max(delays):.1f} ms "
@@ -630,6 +632,7 @@ def run(binary, tmp, report, started):
     # Each mount is walked (its inodes made) in a later second than the one before, so
     # that times taken from when an inode was made would show (files show whole seconds).
     first = mount("mnt-a", [])
+    report.check("registry-layout mount watches the store with fanotify", watches_with_fanotify(first))
     tree_a = stat_tree(first.mountpoint)
     time.sleep(1.1)
     second = mount("mnt-b", [])
