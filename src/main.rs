@@ -86,9 +86,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // ls and cat explain failures in their error message; a mount logs what it refuses.
+    // ls and cat explain failures in their error message; a mount logs what it refuses,
+    // and how it follows the store and what it caches for how long.
     let default_level = match cli.command {
         Command::Ls { .. } | Command::Cat { .. } => "error",
+        Command::Mount(_) => "warn,registryfs::watch=info,registryfs::fuse::session=info",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))

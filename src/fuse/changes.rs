@@ -7,24 +7,24 @@
 //! one dentry per folder inode and would attach the old one, with the names cached below
 //! it, to a lookup that returns the same number, so the folder gets a new number.
 //!
-//! A lookup that read the store just before a change and answers just after the first
-//! invalidation would put the old answer back for a whole lifetime, so every
-//! invalidation is sent again [`SECOND_PASS_AFTER`] later.
+//! A lookup that read the store before a change and answers after its invalidation
+//! would put the old answer back for a whole lifetime; every batch therefore first
+//! advances a [`ChangeEpoch`], and a lookup that saw the epoch move while it ran answers
+//! without letting the kernel cache the answer.
 //!
 //! With the polling fallback nothing is invalidated: the lifetimes bound how long an
 //! answer stays (see [`default_tag_ttl`]), and the poll only rescans what the namespace
 //! keeps.
 
 use super::inodes::InodeTable;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::namespace::{Namespace, Stale};
 use crate::watch::{self, Mode, StoreChange, Watcher};
 use fuser::{INodeNo, Notifier};
 use std::ffi::OsStr;
-use std::path::Path;
-use std::sync::mpsc::{channel, Sender};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Tag lifetime when none is given: long while change notifications invalidate what
 /// changes, short where only the lifetime bounds how stale an answer can be.
@@ -35,9 +35,19 @@ pub fn default_tag_ttl(mode: &Mode) -> Duration {
     }
 }
 
-/// When the second invalidation of a batch is sent: far longer than a lookup takes
-/// between reading the store and answering.
-pub const SECOND_PASS_AFTER: Duration = Duration::from_millis(200);
+/// Counts the batches of store changes taken so far (see the module's text).
+#[derive(Debug, Default)]
+pub struct ChangeEpoch(AtomicU64);
+
+impl ChangeEpoch {
+    pub fn now(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn advance(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
 
 /// A running follower; dropping it stops watching.
 pub struct Follower {
@@ -62,18 +72,22 @@ impl Follower {
 
 /// Starts following the store of `ns`; `fallback` is the polling interval used where
 /// change notifications cannot see every change (zero: never poll).
-pub fn follow(ns: Arc<Namespace>, inodes: Arc<InodeTable>, fallback: Duration) -> Result<Follower> {
+pub fn follow(
+    ns: Arc<Namespace>,
+    inodes: Arc<InodeTable>,
+    epoch: Arc<ChangeEpoch>,
+    fallback: Duration,
+) -> Result<Follower> {
     let (dir, layout) = ns.watch_target();
     let notifier: Arc<OnceLock<Notifier>> = Arc::default();
     let sink_notifier = notifier.clone();
     let sink_ns = ns.clone();
-    let second_pass = start_second_pass(&dir, notifier.clone(), inodes.clone())?;
     let sink: watch::Sink = Box::new(move |changes: Vec<StoreChange>| {
         log::debug!("store changes: {changes:?}");
+        epoch.advance();
         let stale = sink_ns.store_changed(&changes);
         if let Some(notifier) = sink_notifier.get() {
             invalidate_all(notifier, &inodes, &stale);
-            let _ = second_pass.send((Instant::now() + SECOND_PASS_AFTER, stale));
         }
     });
     let watcher = watch::watch(&dir, layout, fallback, sink)?;
@@ -81,28 +95,6 @@ pub fn follow(ns: Arc<Namespace>, inodes: Arc<InodeTable>, fallback: Duration) -
         ns.track_store_changes();
     }
     Ok(Follower { watcher, notifier })
-}
-
-/// The thread that sends each batch's invalidations a second time; it ends when the
-/// sender (the watcher's sink) goes.
-fn start_second_pass(
-    dir: &Path,
-    notifier: Arc<OnceLock<Notifier>>,
-    inodes: Arc<InodeTable>,
-) -> Result<Sender<(Instant, Vec<Stale>)>> {
-    let (sender, receiver) = channel::<(Instant, Vec<Stale>)>();
-    std::thread::Builder::new()
-        .name("registryfs-inval".into())
-        .spawn(move || {
-            for (due, stale) in receiver {
-                std::thread::sleep(due.saturating_duration_since(Instant::now()));
-                if let Some(notifier) = notifier.get() {
-                    invalidate_all(notifier, &inodes, &stale);
-                }
-            }
-        })
-        .map_err(|e| Error::io(dir, e))?;
-    Ok(sender)
 }
 
 /// Drops `stale` from the kernel's caches, for the parts the kernel knows.

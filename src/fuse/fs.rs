@@ -4,6 +4,7 @@
 //! requests and replies.
 
 use super::attr::{self, Owner, TtlPolicy};
+use super::changes::ChangeEpoch;
 use super::handles::{BackingShare, Handles, OpenMode};
 use super::inodes::{child_path, InodeKind, InodeTable, Source, Version, ROOT_INO};
 use crate::error::Error;
@@ -115,6 +116,8 @@ pub struct RegistryFs {
     ns: Arc<Namespace>,
     /// Shared with the store-change follower, which finds what to invalidate in it.
     inodes: Arc<InodeTable>,
+    /// Advanced by the follower before each batch of store changes.
+    epoch: Arc<ChangeEpoch>,
     content: ContentCache,
     files: Handles<OpenFile>,
     dirs: Handles<OpenDir>,
@@ -131,6 +134,7 @@ impl RegistryFs {
     pub fn new(
         ns: Arc<Namespace>,
         inodes: Arc<InodeTable>,
+        epoch: Arc<ChangeEpoch>,
         ttl: TtlPolicy,
         owner: Owner,
         want_passthrough: bool,
@@ -138,6 +142,7 @@ impl RegistryFs {
         RegistryFs {
             ns,
             inodes,
+            epoch,
             content: ContentCache::new(),
             files: Handles::default(),
             dirs: Handles::default(),
@@ -171,8 +176,11 @@ impl RegistryFs {
         }
     }
 
-    fn reply_not_found(&self, reply: ReplyEntry) {
-        match self.ttl.negative() {
+    /// "No such name", cacheable for the negative lifetime unless the store changed
+    /// while the answer was made (`epoch` is [`ChangeEpoch::now`] from before).
+    fn reply_not_found(&self, reply: ReplyEntry, epoch: u64) {
+        let negative = self.ttl.negative().filter(|_| self.epoch.now() == epoch);
+        match negative {
             Some(ttl) => {
                 reply.entry_with_ttls(&Duration::ZERO, &ttl, &attr::negative_attr(), Generation(0))
             }
@@ -329,9 +337,12 @@ impl Filesystem for RegistryFs {
         if !parent_inode.is_dir() {
             return reply.error(Errno::ENOTDIR);
         }
+        // A change while this answer is made may have been invalidated already; the
+        // answer must then not be cached (see `changes`).
+        let epoch = self.epoch.now();
         // Every namespace name is UTF-8.
         let Some(name) = name.to_str() else {
-            return self.reply_not_found(reply);
+            return self.reply_not_found(reply, epoch);
         };
         let path = child_path(&parent_path, name);
         let found = self.ns.locate(&path).and_then(|place| {
@@ -357,7 +368,10 @@ impl Filesystem for RegistryFs {
                 {
                     self.content.put(inode.ino, version, bytes.clone());
                 }
-                let ttl = self.ttl.for_inode(&inode);
+                let mut ttl = self.ttl.for_inode(&inode);
+                if self.epoch.now() != epoch {
+                    ttl.entry = Duration::ZERO;
+                }
                 reply.entry_with_ttls(
                     &ttl.attr,
                     &ttl.entry,
@@ -365,7 +379,7 @@ impl Filesystem for RegistryFs {
                     Generation(0),
                 );
             }
-            Err(e) if e.is_not_found() => self.reply_not_found(reply),
+            Err(e) if e.is_not_found() => self.reply_not_found(reply, epoch),
             Err(e) => reply.error(errno_for(&e, &path)),
         }
     }

@@ -14,7 +14,7 @@
 //! setuid fusermount3; its unmount is then `fusermount3 -u -z`, also a detach.
 
 use super::attr::{Owner, TtlPolicy};
-use super::changes::{self, Follower};
+use super::changes::{self, ChangeEpoch, Follower};
 use super::daemon::Ready;
 use super::fs::RegistryFs;
 use super::inodes::InodeTable;
@@ -92,7 +92,13 @@ fn mount(
     let signals = StopSignals::block().map_err(mp_err)?;
     let ns = Arc::new(ns);
     let inodes = Arc::new(InodeTable::new());
-    let follower = changes::follow(ns.clone(), inodes.clone(), settings.change_poll)?;
+    let epoch = Arc::new(ChangeEpoch::default());
+    let follower = changes::follow(
+        ns.clone(),
+        inodes.clone(),
+        epoch.clone(),
+        settings.change_poll,
+    )?;
     let tag_ttl = settings
         .tag_ttl
         .unwrap_or_else(|| changes::default_tag_ttl(follower.mode()));
@@ -100,6 +106,7 @@ fn mount(
     let fs = RegistryFs::new(
         ns,
         inodes,
+        epoch,
         TtlPolicy {
             tag: tag_ttl,
             immutable: settings.immutable_ttl,
