@@ -2,7 +2,7 @@
 """registryfs benchmarks against the real peers, in one run (scripts/bench.sh).
 
     python3 scripts/bench/run.py --registryfs target/release/registryfs \
-        --example target/release/examples/schema1_generation [--only blob,nginx,gen,scale]
+        --example target/release/examples/schema1_generation [--only blob,nginx,gen,scale,changes]
 
 Prints one line per figure: `FIGURE <name>: <ratio> (<ours> vs <peer>) target <t>: met|MISSED`,
 preceded by `#` lines saying what was measured. Sections (docs/performance.md):
@@ -18,7 +18,10 @@ preceded by `#` lines saying what was measured. Sections (docs/performance.md):
   scale  a generated store with 100k repositories (scripts/bench/gen_store.py, on
          /dev/shm): exec-to-answering time of the mount (and of the registry), daemon
          RSS after `find` stats every file of the mount, and that walk's time vs `find`
-         over the store itself.
+         over the store itself;
+  changes  how soon a tag move (PUT through registry 2.8.2) shows through a mount
+         (content, tag folder mtime; p50/p99) vs the registry's next GET, and the
+         daemon's idle CPU at 100k repositories vs the registry's (scripts/bench/changes.py).
 
 Everything started here binds to 127.0.0.1 and is stopped by PID in a finally block
 (also on SIGTERM/SIGINT/SIGHUP and the --timeout alarm); every mount is unmounted.
@@ -48,6 +51,8 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "httpd"))
 from harness import stop_cleanly_on_signals  # noqa: E402
 from registry import SIGNING_KEY_JWK, Registry  # noqa: E402
 from servers import Nginx, ServerError, stop_process, tail  # noqa: E402
+
+from changes import bench_changes  # noqa: E402
 
 MT_SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
 MT_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+prettyjws"
@@ -618,7 +623,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--registryfs", required=True)
     ap.add_argument("--example", required=True, help="target/release/examples/schema1_generation")
-    ap.add_argument("--only", default="blob,nginx,gen,scale")
+    ap.add_argument("--only", default="blob,nginx,gen,scale,changes")
     ap.add_argument("--repos", type=int, default=100000, help="repositories in the generated store")
     ap.add_argument("--nginx-repos", type=int, default=200)
     ap.add_argument("--seconds", type=int, default=3, help="wrk duration per run")
@@ -657,7 +662,7 @@ def main(argv=None):
     note(f"machine: {os.cpu_count()} CPUs, {os.uname().release}; registryfs {args.registryfs}")
     try:
         store = None
-        if {"nginx", "gen", "scale"} & set(sections):
+        if {"nginx", "gen", "scale", "changes"} & set(sections):
             store = scale_store(os.path.join(args.shm_dir, f"store-{args.repos}"), args.repos)
         # blob last: dropping the caches slows the whole VM down for a while after
         # (its memory is given back to the host and faulted in again).
@@ -667,6 +672,8 @@ def main(argv=None):
             bench_nginx(args, work, store)
         if "scale" in sections:
             bench_scale(args, work, store)
+        if "changes" in sections:
+            bench_changes(args, work, store, sys.modules[__name__])
         if "blob" in sections:
             bench_blob(args, work)
     except KeyboardInterrupt as e:
