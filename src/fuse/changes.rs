@@ -91,8 +91,20 @@ pub fn follow(
         }
     });
     let watcher = watch::watch(&dir, layout, fallback, sink)?;
-    if !matches!(watcher.mode(), Mode::Poll(interval) if interval.is_zero()) {
-        ns.track_store_changes();
+    if !matches!(watcher.mode(), Mode::Poll(interval) if interval.is_zero())
+        && ns.track_store_changes()
+    {
+        let scan_ns = ns.clone();
+        let scanner = std::thread::Builder::new()
+            .name("registryfs-scan".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                scan_ns.scan_kept_times();
+                log::info!("scanned the store's times in {:?}", started.elapsed());
+            });
+        if let Err(e) = scanner {
+            log::warn!("no thread to scan the store's times ahead ({e}); the first look will");
+        }
     }
     Ok(Follower { watcher, notifier })
 }

@@ -209,9 +209,23 @@ impl Namespace {
 
     /// From now on every store change is reported through
     /// [`Namespace::crane_store_changed`], so a scan of the store's times may be kept.
-    pub fn track_store_changes(&self) {
-        if let Some(state) = &self.crane {
-            state.times.tracked.store(true, Ordering::Release);
+    /// Returns whether there is a scan to make ([`Namespace::scan_kept_times`]).
+    pub fn track_store_changes(&self) -> bool {
+        match &self.crane {
+            Some(state) => {
+                state.times.tracked.store(true, Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Makes the scan that [`Namespace::track_store_changes`] keeps, so that Crane's
+    /// first look (a whole-store scan: seconds at 100k repositories) does not wait for
+    /// it. A mount runs this on a thread of its own once mounted.
+    pub fn scan_kept_times(&self) {
+        if let Err(e) = self.crane_tree_times() {
+            log::warn!("scanning the store's times: {e}");
         }
     }
 
