@@ -339,6 +339,7 @@ impl Filesystem for RegistryFs {
                 let (kind, content) = match &node {
                     Node::Dir => (InodeKind::Dir, None),
                     Node::File(content) => (Version::of(content), Some(content)),
+                    Node::Link(target) => (Version::of_link(target), None),
                 };
                 let Some(inode) = self
                     .inodes
@@ -427,6 +428,11 @@ impl Filesystem for RegistryFs {
                 Ok(Content::Bytes(_)) => reply.error(Errno::ESTALE),
                 Err(e) => reply.error(e),
             },
+            // The kernel resolves links itself; only O_PATH-like misuse gets here.
+            InodeKind::File {
+                source: Source::Link,
+                ..
+            } => reply.error(Errno::ELOOP),
         }
     }
 
@@ -614,11 +620,33 @@ impl Filesystem for RegistryFs {
         reply.ok();
     }
 
-    // No symlinks, locks are the kernel's, and the rest has no meaning here. Answered
-    // explicitly so fuser's defaults do not log "not implemented" for each call.
-    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
-        reply.error(Errno::EINVAL);
+    /// The target of a link (`namespace::digests`), made again and checked to be what
+    /// the inode stands for (a moved tag is a new inode).
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let Some((inode, path)) = self.inodes.get_with_path(ino.0) else {
+            return reply.error(Errno::ESTALE);
+        };
+        if !matches!(
+            inode.kind,
+            InodeKind::File {
+                source: Source::Link,
+                ..
+            }
+        ) {
+            return reply.error(Errno::EINVAL);
+        }
+        match self.ns.lookup(&path) {
+            Ok(Node::Link(target)) if Version::of_link(&target) == inode.kind => {
+                reply.data(target.as_bytes())
+            }
+            Ok(_) => reply.error(Errno::ESTALE),
+            Err(e) if e.is_not_found() => reply.error(Errno::ESTALE),
+            Err(e) => reply.error(errno_for(&e, &path)),
+        }
     }
+
+    // Locks are the kernel's, and the rest has no meaning here. Answered explicitly so
+    // fuser's defaults do not log "not implemented" for each call.
 
     fn lseek(
         &self,

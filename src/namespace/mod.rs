@@ -10,6 +10,7 @@
 //! answer from here, so they always agree.
 
 pub mod crane;
+mod digests;
 mod path;
 mod representations;
 
@@ -65,6 +66,8 @@ impl Content {
 pub enum Node {
     Dir,
     File(Content),
+    /// A symbolic link, with its (relative) target ([`digests`]).
+    Link(Arc<str>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,7 +87,7 @@ struct FileIdentity {
 }
 
 /// A generated schema1 document, or why there is none (cached either way).
-type Schema1Result = std::result::Result<Arc<[u8]>, String>;
+type Schema1Result = std::result::Result<representations::Schema1Doc, String>;
 
 pub struct Namespace {
     store: Arc<dyn Store>,
@@ -171,6 +174,7 @@ impl Namespace {
                 .map(|b| Node::File(Content::Bytes(b)))
                 .ok_or_else(not_found),
             Location::Crane(node) => self.crane_lookup(node),
+            Location::TagDigest(p) => self.digest_lookup(p, path),
         }
     }
 
@@ -247,9 +251,12 @@ impl Namespace {
                 Some(_) => vec![file("list")],
                 None => Vec::new(),
             },
+            // Found by lookup only (see `digests`).
+            Location::TagDigest(p) if p.is_dir() => Vec::new(),
             Location::ManifestFile(..)
             | Location::Blob(..)
             | Location::TagList(..)
+            | Location::TagDigest(_)
             | Location::Crane(_) => {
                 return Err(Error::Usage(format!("{path}: not a folder")));
             }

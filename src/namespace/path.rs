@@ -45,6 +45,8 @@ pub enum Location {
     Blob(String, Digest),
     Tags(String),
     TagList(String),
+    /// A path of a tag's `digest` folder ([`super::digests`]).
+    TagDigest(super::digests::DigestPath),
     /// A node of the Crane layout with no registry counterpart ([`super::crane`]).
     Crane(super::crane::CraneNode),
 }
@@ -57,6 +59,7 @@ impl Location {
     pub fn is_dir(&self) -> bool {
         match self {
             Location::Crane(node) => node.is_dir(),
+            Location::TagDigest(p) => p.is_dir(),
             _ => !matches!(
                 self,
                 Location::ManifestFile(..) | Location::Blob(..) | Location::TagList(..)
@@ -110,6 +113,9 @@ impl Location {
     fn in_repository(repo: String, section: &str, rest: &[&str]) -> Option<Location> {
         match (section, rest) {
             ("manifests", []) => Some(Location::Manifests(repo)),
+            ("manifests", [r, super::digests::FOLDER, rest @ ..]) => {
+                super::digests::DigestPath::parse(&repo, r, rest).map(Location::TagDigest)
+            }
             ("manifests", [r]) => Some(Location::ManifestDir(repo, Reference::parse(r)?)),
             ("manifests", [r, kind]) => Some(Location::ManifestFile(
                 repo,

@@ -1,0 +1,173 @@
+//! The digests a web server sends with a manifest requested by tag, as symlinks it can
+//! resolve without reading anything (nginx: `$realpath_root`; Apache: its `file`
+//! function reads the link's target).
+//!
+//! ```text
+//! <repo>/manifests/<tag>/digest/<kind>        -> <kind>@sha256:<hex>
+//! <repo>/manifests/<tag>/digest/revision      -> revision@sha256:<hex>
+//! <repo>/manifests/<tag>/digest/<name>@sha256:<hex>   file: the text "sha256:<hex>"
+//! ```
+//!
+//! `<kind>` is each file of the tag folder, and the digest is the one registry 2.8.2
+//! sends with it in `Docker-Content-Digest` and `Etag`: the stored manifest's, a list's
+//! platform child's, or for a converted schema1 the digest of its payload (without the
+//! signatures). `revision` is the manifest the tag links to, which the registry compares
+//! `If-None-Match` with before it looks at `Accept`. The `@` file exists only where its
+//! link points, and holds the digest as text: its name is not a digest, and a converted
+//! schema1 never appears under a digest path (`<repo>/manifests/sha256:<hex>/...` holds
+//! stored bytes only, as the registry answers 404 there). The folder is found by lookup
+//! only (not listed in the tag folder, nor lists anything), so tree walkers (Crane,
+//! `find`) do not see it. Tag names are the only names that come from the store here,
+//! and they stay path components under `manifests/`.
+
+use super::path::Reference;
+use super::{Content, Namespace, Node};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::ManifestKind;
+use std::sync::Arc;
+
+/// The name of the folder in a tag folder.
+pub const FOLDER: &str = "digest";
+/// The link to the tag's revision.
+const REVISION: &str = "revision";
+
+/// What a link names: a file of the tag folder, or the tag's revision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Linked {
+    Kind(ManifestKind),
+    Revision,
+}
+
+impl Linked {
+    fn parse(name: &str) -> Option<Linked> {
+        if name == REVISION {
+            return Some(Linked::Revision);
+        }
+        ManifestKind::from_file_name(name).map(Linked::Kind)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Linked::Kind(kind) => kind.file_name(),
+            Linked::Revision => REVISION,
+        }
+    }
+}
+
+/// A node of a tag's `digest` folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DigestNode {
+    Folder,
+    Link(Linked),
+    /// `<name>@<digest>`: the link target.
+    Target(Linked, Digest),
+}
+
+/// A path below `<repo>/manifests/<tag>/digest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DigestPath {
+    pub repo: String,
+    pub tag: String,
+    pub node: DigestNode,
+}
+
+impl DigestPath {
+    /// `rest` is what follows `<repo>/manifests/<reference>/digest`. Digest folders
+    /// have no `digest` folder: their digest is their name.
+    pub fn parse(repo: &str, reference: &str, rest: &[&str]) -> Option<DigestPath> {
+        let Some(Reference::Tag(tag)) = Reference::parse(reference) else {
+            return None;
+        };
+        let node = match rest {
+            [] => DigestNode::Folder,
+            [name] => match name.split_once('@') {
+                None => DigestNode::Link(Linked::parse(name)?),
+                Some((linked, digest)) => {
+                    let digest = Digest::parse(digest)
+                        .ok()
+                        .filter(|d| d.sha256_hex().is_some())?;
+                    DigestNode::Target(Linked::parse(linked)?, digest)
+                }
+            },
+            _ => return None,
+        };
+        Some(DigestPath {
+            repo: repo.to_string(),
+            tag,
+            node,
+        })
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.node == DigestNode::Folder
+    }
+}
+
+/// The link text for `linked` at `digest`.
+fn target(linked: Linked, digest: &Digest) -> String {
+    format!("{}@{}", linked.name(), digest.as_str())
+}
+
+impl Namespace {
+    /// What a path of a tag's `digest` folder names.
+    pub(super) fn digest_lookup(&self, p: &DigestPath, path: &str) -> Result<Node> {
+        let not_found = || Error::NotFound(path.to_string());
+        let reps = self
+            .representations(&p.repo, &Reference::Tag(p.tag.clone()))?
+            .ok_or_else(not_found)?;
+        let digest_of = |linked: Linked| match linked {
+            Linked::Kind(kind) => reps.digests.get(&kind),
+            Linked::Revision => Some(&reps.revision),
+        };
+        match &p.node {
+            DigestNode::Folder => Ok(Node::Dir),
+            DigestNode::Link(linked) => digest_of(*linked)
+                .map(|d| Node::Link(target(*linked, d).into()))
+                .ok_or_else(not_found),
+            DigestNode::Target(linked, digest) => {
+                if digest_of(*linked) != Some(digest) {
+                    return Err(not_found());
+                }
+                let text: Arc<[u8]> = Arc::from(digest.as_str().as_bytes());
+                Ok(Node::File(Content::Bytes(text)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(reference: &str, rest: &[&str]) -> Option<DigestNode> {
+        DigestPath::parse("a/b", reference, rest).map(|p| p.node)
+    }
+
+    #[test]
+    fn paths() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(parse("latest", &[]), Some(DigestNode::Folder));
+        assert_eq!(
+            parse("latest", &["schema1"]),
+            Some(DigestNode::Link(Linked::Kind(ManifestKind::Schema1)))
+        );
+        assert_eq!(
+            parse("latest", &["revision"]),
+            Some(DigestNode::Link(Linked::Revision))
+        );
+        assert_eq!(
+            parse("latest", &[&format!("oci-index@{d}")]),
+            Some(DigestNode::Target(
+                Linked::Kind(ManifestKind::OciIndex),
+                Digest::parse(&d).unwrap()
+            ))
+        );
+        // Digest folders have none; no other names, no deeper paths.
+        assert_eq!(parse(&d, &[]), None);
+        assert_eq!(parse("latest", &["other"]), None);
+        assert_eq!(parse("latest", &["schema1@sha256:AB"]), None);
+        assert_eq!(parse("latest", &[&format!("x@{d}")]), None);
+        assert_eq!(parse("latest", &["schema1", "x"]), None);
+    }
+}
