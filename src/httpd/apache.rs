@@ -4,6 +4,7 @@ use super::options::HttpdOptions;
 use super::table::*;
 use super::*;
 use crate::error::Result;
+use crate::manifest::ManifestKind;
 
 // Apache
 
@@ -19,35 +20,43 @@ fn apache_vhost(opts: &HttpdOptions) -> String {
          \x20   </IfModule>\n\
          \x20   <Directory {root}>\n\
          \x20       Require all granted\n\
-         \x20       Options None\n\
+         \x20       # The only links are a tag's digest links (to a file beside them).\n\
+         \x20       Options FollowSymLinks\n\
          \x20       AllowOverride None\n\
          \x20   </Directory>\n\
-         \x20   # Tags move: no validators from file times (the registry's are digests).\n\
-         \x20   # (Not FileETag None: it also drops the Etag set below.)\n\
+         \x20   # Validators are the registry's (digests), never file times: the rules below\n\
+         \x20   # answer If-None-Match as registry 2.8.2 does, Apache itself sees none.\n\
          \x20   RequestHeader unset If-Modified-Since\n\
          \x20   RequestHeader unset If-None-Match\n\
+         \x20   RequestHeader set If-None-Match * env=RFS_304\n\
+         \x20   Header unset Etag\n\
          \x20   Header always set {API_VERSION_HEADER} \"{API_VERSION}\"\n\
          \x20   Header set Vary Accept env=RFS_KIND\n\
-         \x20   Header set Docker-Content-Digest \"%{{RFS_DIGEST}}e\" env=RFS_DIGEST\n\
-         \x20   Header set Etag \"\\\"%{{RFS_DIGEST}}e\\\"\" env=RFS_DIGEST\n\
-         \x20   Header unset Etag env=!RFS_DIGEST\n\
-         \x20   Header set Cache-Control \"{BLOB_CACHE_CONTROL}\" env=RFS_BLOB\n\
+         \x20   # By digest (manifests and blobs, also on a blob's 304): the URL's digest.\n\
+         \x20   Header always set Docker-Content-Digest \"%{{RFS_DIGEST}}e\" env=RFS_DIGEST\n\
+         \x20   Header always set Etag \"\\\"%{{RFS_DIGEST}}e\\\"\" env=RFS_DIGEST\n\
+         \x20   # By tag: the digest the link of the tag's digest folder names.\n\
+         \x20   Header always set Docker-Content-Digest \"expr=%{{file:%{{env:RFS_LINK}}}}\" env=RFS_LINK\n\
+         \x20   Header always set Etag \"expr=\\\"%{{file:%{{env:RFS_LINK}}}}\\\"\" env=RFS_LINK\n\
+         \x20   Header always set Cache-Control \"{BLOB_CACHE_CONTROL}\" env=RFS_BLOB\n\
          \x20   Header always set Content-Range \"expr=bytes */%{{filesize:%{{REQUEST_FILENAME}}}}\" \"expr=%{{REQUEST_STATUS}} == 416\"\n\
          \x20   # What the registry's router answers for anything it does not route.\n\
          \x20   ErrorDocument 404 \"404 page not found\\n\"\n\
          \x20   Header always set Content-Type \"text/plain; charset=utf-8\" \"expr=%{{REQUEST_STATUS}} == 404\"\n\
          \x20   ErrorDocument 200 \"{{}}\"\n\
          \x20   Header always set Content-Type \"{JSON_UTF8}\" \"expr=%{{REQUEST_URI}} == '/v2/'\"\n\
-         \x20   Header always set Content-Length 2 \"expr=%{{REQUEST_URI}} == '/v2/'\"\n\
+         \x20   # (No Content-Length here: Apache counts an ErrorDocument's body for a GET and\n\
+         \x20   # sends none for a HEAD; one set here would be a second one. docs/httpd.md)\n\
          \n\
          \x20   RewriteEngine On\n\
          \x20   RewriteRule ^ - [E=no-gzip:1,E=no-brotli:1]\n\
          \x20   RewriteCond %{{REQUEST_METHOD}} !^(GET|HEAD)$\n\
-         \x20   RewriteRule ^ /_rfs/error/unsupported [PT]\n\
+         \x20   RewriteRule ^ {unsupported}\n\
          \x20   RewriteRule ^/v2/$ - [R=200,L]\n\
          \n\
          \x20   # Manifests. Apache joins repeated Accept lines with \", \", so every line counts.\n",
         listen = opts.listen,
+        unsupported = error_rule(ErrorKind::Unsupported, "", ""),
     ));
     for a in Accepts::ALL {
         s.push_str(&format!(
@@ -64,6 +73,7 @@ fn apache_vhost(opts: &HttpdOptions) -> String {
             "    RewriteRule \"^/v2/({NAME_RE})/manifests/({re})$\" - [E=RFS_REPO:$1,E=RFS_REF:$2,E=RFS_DIR:{root_slash}$1/manifests/$2,E=RFS_REFTYPE:{re_name}]\n"
         ));
     }
+    s.push_str(&not_modified_rules(&root_slash));
     s.push_str(
         "    # Which file of the manifest folder answers (first match wins, as registry 2.8.2).\n",
     );
@@ -93,10 +103,12 @@ fn apache_vhost(opts: &HttpdOptions) -> String {
         let pattern = format!("\"^/v2/({NAME_RE})/manifests/({re})$\"");
         match r.outcome {
             Outcome::Serve(kind) => {
-                let digest = if r.reference == RefType::Digest {
-                    ",E=RFS_DIGEST:$2"
-                } else {
-                    ""
+                let digest = match r.reference {
+                    RefType::Digest => ",E=RFS_DIGEST:$2".to_string(),
+                    RefType::Tag => format!(
+                        ",E=RFS_LINK:{root_slash}$1/manifests/$2/{DIGEST_FOLDER}/{}",
+                        kind.file_name()
+                    ),
                 };
                 // A literal path: Apache >= 2.4.60 takes a substitution that starts
                 // with a variable for a URL path (CVE-2024-38475).
@@ -108,8 +120,8 @@ fn apache_vhost(opts: &HttpdOptions) -> String {
             }
             Outcome::Error(e) => {
                 s.push_str(&format!(
-                    "    RewriteRule {pattern} /_rfs/error/{} [PT]\n",
-                    e.slug()
+                    "    RewriteRule {pattern} {}\n",
+                    error_rule(e, "$1", "$2")
                 ));
             }
         }
@@ -119,10 +131,10 @@ fn apache_vhost(opts: &HttpdOptions) -> String {
          \x20   # Blobs (Range requests: Apache's file handler) and tag lists.\n\
          \x20   RewriteCond {root_slash}$1/blobs/$2 -f\n\
          \x20   RewriteRule \"^/v2/({NAME_RE})/blobs/({DIGEST_RE})$\" {root_slash}$1/blobs/$2 \"[L,T={BLOB_TYPE},E=RFS_DIGEST:$2,E=RFS_BLOB:1]\"\n\
-         \x20   RewriteRule \"^/v2/({NAME_RE})/blobs/({DIGEST_RE})$\" /_rfs/error/blob-unknown [PT,E=RFS_REPO:$1,E=RFS_REF:$2]\n\
+         \x20   RewriteRule \"^/v2/({NAME_RE})/blobs/({DIGEST_RE})$\" {blob_unknown}\n\
          \x20   RewriteCond {root_slash}$1/tags/list -f\n\
          \x20   RewriteRule \"^/v2/({NAME_RE})/tags/list$\" {root_slash}$1/tags/list \"[L,T={JSON_UTF8}]\"\n\
-         \x20   RewriteRule \"^/v2/({NAME_RE})/tags/list$\" /_rfs/error/name-unknown [PT,E=RFS_REPO:$1]\n\
+         \x20   RewriteRule \"^/v2/({NAME_RE})/tags/list$\" {name_unknown}\n\
          \x20   RewriteRule ^/_rfs/ - [R=404,L]\n\
          \x20   RewriteRule ^ - [R=404,L]\n\
          \n\
@@ -132,7 +144,9 @@ fn apache_vhost(opts: &HttpdOptions) -> String {
          \x20       Options FollowSymLinks\n\
          \x20       RewriteEngine On\n\
          \x20       Header always set Content-Type \"{JSON_UTF8}\"\n\
-         \x20   </Location>\n"
+         \x20   </Location>\n",
+        blob_unknown = error_rule(ErrorKind::BlobUnknown, "$1", "$2"),
+        name_unknown = error_rule(ErrorKind::NameUnknown, "$1", ""),
     ));
     for e in ErrorKind::ALL {
         let body = e
@@ -198,6 +212,51 @@ pub fn apache(opts: &HttpdOptions) -> Result<String> {
     ))
 }
 
+/// The rewrite to the internal location answering `e`, with the request's repository
+/// and reference for its body (`$1`, `$2`, or "").
+fn error_rule(e: ErrorKind, repo: &str, reference: &str) -> String {
+    format!(
+        "/_rfs/error/{slug} [PT,E=RFS_REPO:{repo},E=RFS_REF:{reference}]",
+        slug = e.slug()
+    )
+}
+
+/// `If-None-Match` as registry 2.8.2 answers it, before a file is picked: for a tag,
+/// the revision its link names (read from the tag's digest folder), for a digest the
+/// digest itself, equal to the header bare or quoted; for a stored blob, Go's
+/// `ServeContent` list matching (quoted digest or `*`, `W/` allowed, stopping at the
+/// first malformed entry). Apache joins repeated header lines with ", ".
+fn not_modified_rules(root_slash: &str) -> String {
+    // mod_rewrite's arguments have no escapes: a pattern with `"` is in single quotes.
+    // [NV]: reading If-None-Match must not add it to Vary.
+    let revision = format!("file(%{{env:RFS_DIR}} . \"/{DIGEST_FOLDER}/revision\")");
+    let mut s = format!(
+        "    # 304s where registry 2.8.2 answers them (before Accept is looked at): the\n\
+         \x20   # request goes to an existing file with `If-None-Match: *` (RFS_304), which\n\
+         \x20   # Apache answers with a 304.\n\
+         \x20   RewriteCond %{{HTTP:If-None-Match}} . [NV]\n\
+         \x20   RewriteCond %{{ENV:RFS_DIR}}/{DIGEST_FOLDER}/revision -f\n\
+         \x20   RewriteCond expr '%{{HTTP:If-None-Match}} == {revision} || %{{HTTP:If-None-Match}} == \"\\\"\" . {revision} . \"\\\"\"' [NV]\n\
+         \x20   RewriteRule \"^/v2/({NAME_RE})/manifests/({TAG_RE})$\" {root_slash}$1/manifests/$2/{DIGEST_FOLDER}/revision [L,E=RFS_304:1]\n"
+    );
+    // By digest: the stored file (the registry answers 304 for a digest it does not
+    // hold too; the servers need a file to answer from).
+    for kind in ManifestKind::ALL {
+        s.push_str(&format!(
+            "    RewriteCond \"$2|%{{HTTP:If-None-Match}}\" '^(sha256:[0-9a-f]{{64}}|sha384:[0-9a-f]{{96}}|sha512:[0-9a-f]{{128}})\\|(?:\\1|\"\\1\")$' [NV]\n\
+             \x20   RewriteCond %{{ENV:RFS_DIR}}/{file} -f\n\
+             \x20   RewriteRule \"^/v2/({NAME_RE})/manifests/({DIGEST_RE})$\" {root_slash}$1/manifests/$2/{file} [L,E=RFS_304:1]\n",
+            file = kind.file_name()
+        ));
+    }
+    s.push_str(&format!(
+        "    RewriteCond \"$2|%{{HTTP:If-None-Match}}\" '^(sha256:[0-9a-f]{{64}})\\|(?:[ \\t\\r\\n,]|(?:W/)?\"[\\x21\\x23-\\x7e\\x80-\\xff]*\")*?(?:\\*|(?:W/)?\"\\1\")' [NV]\n\
+         \x20   RewriteCond {root_slash}$1/blobs/$2 -f\n\
+         \x20   RewriteRule \"^/v2/({NAME_RE})/blobs/({DIGEST_RE})$\" {root_slash}$1/blobs/$2 [L,E=RFS_304:1,E=RFS_DIGEST:$2,E=RFS_BLOB:1]\n"
+    ));
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,8 +269,16 @@ mod tests {
         assert!(c.contains("<VirtualHost 127.0.0.1:5000>"));
         assert!(c.contains("MimeMagicFile /dev/null"));
         assert!(c.contains(
-            "RewriteRule \"^/v2/([a-zA-Z0-9][a-zA-Z0-9._-]*(?:/[a-zA-Z0-9][a-zA-Z0-9._-]*)*)/manifests/([a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})$\" /mnt/registry/$1/manifests/$2/schema1 \"[L,T=application/vnd.docker.distribution.manifest.v1+prettyjws,E=RFS_KIND:schema1]\""
+            "RewriteRule \"^/v2/([a-zA-Z0-9][a-zA-Z0-9._-]*(?:/[a-zA-Z0-9][a-zA-Z0-9._-]*)*)/manifests/([a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})$\" /mnt/registry/$1/manifests/$2/schema1 \"[L,T=application/vnd.docker.distribution.manifest.v1+prettyjws,E=RFS_KIND:schema1,E=RFS_LINK:/mnt/registry/$1/manifests/$2/digest/schema1]\""
         ));
+        // Digest headers by tag, from the link; 304s through `If-None-Match: *`.
+        assert!(c.contains(
+            "Header always set Docker-Content-Digest \"expr=%{file:%{env:RFS_LINK}}\" env=RFS_LINK"
+        ));
+        assert!(c.contains("RequestHeader set If-None-Match * env=RFS_304"));
+        assert!(c.contains("/mnt/registry/$1/manifests/$2/digest/revision [L,E=RFS_304:1]"));
+        // One Content-Length: Apache's own.
+        assert!(!c.contains("Header always set Content-Length"));
         assert!(c.contains("RewriteCond %{ENV:RFS_DIR}/list -f"));
         assert!(c.contains(
             r#"ErrorDocument 404 "{\"errors\":[{\"code\":\"BLOB_UNKNOWN\",\"message\":\"blob unknown to registry\",\"detail\":\"%{reqenv:RFS_REF}\"}]}\n""#

@@ -37,3 +37,5 @@ pub(crate) const API_VERSION: &str = "registry/2.0";
 pub(crate) const JSON_UTF8: &str = "application/json; charset=utf-8";
 pub(crate) const BLOB_TYPE: &str = "application/octet-stream";
 pub(crate) const BLOB_CACHE_CONTROL: &str = "max-age=31536000";
+/// The folder of a tag folder whose links name the digests (`namespace::digests`).
+pub(crate) const DIGEST_FOLDER: &str = crate::namespace::digests::FOLDER;

@@ -137,8 +137,25 @@ fn nginx_http_level(opts: &HttpdOptions) -> String {
         ));
     }
     out.push_str("}\n");
+    out.push_str(NOT_MODIFIED_MAPS);
     out
 }
+
+/// `If-None-Match` as registry 2.8.2 reads it. Manifests: the revision (a tag's link,
+/// or the digest in the URL, whether or not it is stored) equals a header line, bare or
+/// in quotes. Blobs (Go's `ServeContent`): a stored blob whose quoted digest, or `*`,
+/// is in the list, `W/` allowed, scanning stopping at the first malformed entry. nginx
+/// reads the first `If-None-Match` line (Go's ServeContent too; the manifest handler
+/// reads every line).
+const NOT_MODIFIED_MAPS: &str = "\n# 304s where registry 2.8.2 answers them.\n\
+map \"$rfs_revision|$http_if_none_match\" $rfs_not_modified {\n\
+\x20   default \"\";\n\
+\x20   \"~^(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})\\|(?:\\1|\\\"\\1\\\")$\" 1;\n\
+}\n\
+map \"$rfs_blob|$rfs_ref|$http_if_none_match\" $rfs_blob_not_modified {\n\
+\x20   default \"\";\n\
+\x20   \"~^1\\|(sha256:[0-9a-f]{64})\\|(?:[ \\t\\r\\n,]|(?:W/)?\\\"[\\x21\\x23-\\x7e\\x80-\\xff]*\\\")*?(?:\\*|(?:W/)?\\\"\\1\\\")\" 1;\n\
+}\n";
 
 fn nginx_api_header() -> String {
     format!("add_header {API_VERSION_HEADER} {API_VERSION} always;")
@@ -191,15 +208,45 @@ fn nginx_server(opts: &HttpdOptions) -> String {
         (RefType::Tag, 'T', TAG_RE),
         (RefType::Digest, 'D', DIGEST_RE),
     ] {
-        let digest_vars = if reftype == RefType::Digest {
-            "        set $rfs_digest $rfs_ref;\n        set $rfs_etag \"\\\"$rfs_ref\\\"\";\n"
-        } else {
-            "        set $rfs_digest \"\";\n        set $rfs_etag \"\";\n"
+        let digests = match reftype {
+            RefType::Tag => format!(
+                "        # The tag's revision and the picked file's digest, from the links of\n\
+                 \x20       # the tag's digest folder (`root` is only used for $realpath_root).\n\
+                 \x20       root $rfs_link;\n\
+                 \x20       set $rfs_link $rfs_dir/{folder}/revision;\n\
+                 \x20       set $rfs_real \"\";\n\
+                 \x20       if (-e $rfs_link) {{ set $rfs_real $realpath_root; }}\n\
+                 \x20       if ($rfs_real ~ \"@(sha256:[0-9a-f]{{64}})$\") {{ set $rfs_revision $1; }}\n\
+                 \x20       if ($rfs_not_modified) {{ return 304; }}\n\
+                 \x20       if ($rfs_pick ~ \"^m/(.+)$\") {{ set $rfs_link $rfs_dir/{folder}/$1; }}\n\
+                 \x20       set $rfs_real \"\";\n\
+                 \x20       if (-e $rfs_link) {{ set $rfs_real $realpath_root; }}\n\
+                 \x20       # Stored bytes are served from their digest folder, so the body is\n\
+                 \x20       # always the one the header names (a converted schema1 has none).\n\
+                 \x20       if ($rfs_real ~ \"/(?:schema2|list|oci|oci-index)@(sha256:[0-9a-f]{{64}})$\") {{\n\
+                 \x20           set $rfs_file /$rfs_repo/manifests/$1;\n\
+                 \x20       }}\n\
+                 \x20       if ($rfs_real ~ \"@(sha256:[0-9a-f]{{64}})$\") {{\n\
+                 \x20           set $rfs_digest $1;\n\
+                 \x20           set $rfs_etag \"\\\"$1\\\"\";\n\
+                 \x20       }}\n",
+                folder = DIGEST_FOLDER
+            ),
+            RefType::Digest => "        set $rfs_revision $rfs_ref;\n\
+                 \x20       if ($rfs_not_modified) { return 304; }\n\
+                 \x20       set $rfs_digest $rfs_ref;\n\
+                 \x20       set $rfs_etag \"\\\"$rfs_ref\\\"\";\n"
+                .to_string(),
         };
         s.push_str(&format!(
             "    location ~ \"^/v2/(?<rfs_repo>{NAME_RE})/manifests/(?<rfs_ref>{re})$\" {{\n\
+             \x20       # (A 304 has no Content-Type.)\n\
+             \x20       default_type \"\";\n\
              \x20       set $rfs_reftype {letter};\n\
-             {digest_vars}\
+             \x20       set $rfs_digest \"\";\n\
+             \x20       set $rfs_etag \"\";\n\
+             \x20       set $rfs_revision \"\";\n\
+             \x20       set $rfs_file /$rfs_repo/manifests/$rfs_ref;\n\
              \x20       set $rfs_dir {root_slash}$rfs_repo/manifests/$rfs_ref;\n\
              \x20       set $rfs_l -;\n\
              \x20       set $rfs_i -;\n\
@@ -214,6 +261,7 @@ fn nginx_server(opts: &HttpdOptions) -> String {
              \x20       if (-f $rfs_dir/schema1) {{ set $rfs_1 1; }}\n\
              \x20       if (-d $rfs_dir) {{ set $rfs_d D; }}\n\
              \x20       set $rfs_have $rfs_l$rfs_i$rfs_o$rfs_2$rfs_1$rfs_d;\n\
+             {digests}\
              \x20       rewrite ^ /_rfs/$rfs_pick last;\n\
              \x20   }}\n\n",
             root_slash = opts.under_root(""),
@@ -230,32 +278,50 @@ fn nginx_server(opts: &HttpdOptions) -> String {
              \x20       add_header Vary Accept;\n\
              \x20       add_header Docker-Content-Digest $rfs_digest;\n\
              \x20       add_header Etag $rfs_etag;\n\
-             \x20       try_files /$rfs_repo/manifests/$rfs_ref/{file} /_rfs/error/manifest-unknown;\n\
+             \x20       try_files $rfs_file/{file} /_rfs/error/manifest-unknown;\n\
              \x20   }}\n\n",
             file = kind.file_name(),
             mt = kind.media_type(),
         ));
     }
 
+    // Blobs: 304 as Go's ServeContent answers it (the registry's blob handler), then
+    // the file. `if` and `try_files` cannot share a location: the file is served from
+    // an internal one.
+    let blob_headers = [
+        api.clone(),
+        "add_header Docker-Content-Digest $rfs_ref;".to_string(),
+        "add_header Etag \"\\\"$rfs_ref\\\"\";".to_string(),
+        format!("add_header Cache-Control {BLOB_CACHE_CONTROL};"),
+        "# Blobs never change under their digest: keep them open longer, and do".to_string(),
+        "# not remember a missing one (it may be pushed any moment).".to_string(),
+        "open_file_cache max=4096 inactive=60s;".to_string(),
+        "open_file_cache_valid 60s;".to_string(),
+        "open_file_cache_errors off;".to_string(),
+    ]
+    .join("\n        ")
+        + "\n";
     s.push_str(&format!(
         "    location ~ \"^/v2/(?<rfs_repo>{NAME_RE})/blobs/(?<rfs_ref>{DIGEST_RE})$\" {{\n\
+         \x20       default_type \"\";\n\
+         \x20       {blob_headers}\
+         \x20       set $rfs_blob -;\n\
+         \x20       if (-f {root_slash}$rfs_repo/blobs/$rfs_ref) {{ set $rfs_blob 1; }}\n\
+         \x20       if ($rfs_blob_not_modified) {{ return 304; }}\n\
+         \x20       rewrite ^ /_rfs/blob last;\n\
+         \x20   }}\n\n\
+         \x20   location = /_rfs/blob {{\n\
+         \x20       internal;\n\
          \x20       default_type {BLOB_TYPE};\n\
-         \x20       {api}\n\
-         \x20       add_header Docker-Content-Digest $rfs_ref;\n\
-         \x20       add_header Etag \"\\\"$rfs_ref\\\"\";\n\
-         \x20       add_header Cache-Control {BLOB_CACHE_CONTROL};\n\
-         \x20       # Blobs never change under their digest: keep them open longer, and do\n\
-         \x20       # not remember a missing one (it may be pushed any moment).\n\
-         \x20       open_file_cache max=4096 inactive=60s;\n\
-         \x20       open_file_cache_valid 60s;\n\
-         \x20       open_file_cache_errors off;\n\
+         \x20       {blob_headers}\
          \x20       try_files /$rfs_repo/blobs/$rfs_ref /_rfs/error/blob-unknown;\n\
          \x20   }}\n\n\
          \x20   location ~ \"^/v2/(?<rfs_repo>{NAME_RE})/tags/list$\" {{\n\
          \x20       default_type \"{JSON_UTF8}\";\n\
          \x20       {api}\n\
          \x20       try_files /$rfs_repo/tags/list /_rfs/error/name-unknown;\n\
-         \x20   }}\n\n"
+         \x20   }}\n\n",
+        root_slash = opts.under_root(""),
     ));
 
     for e in ErrorKind::ALL {
@@ -420,6 +486,12 @@ mod tests {
         ));
         assert_eq!(c.matches('{').count(), c.matches('}').count());
         assert!(!c.contains("js_import"));
+        // Digests by tag from the links' real paths; 304s from the maps.
+        assert!(c.contains("set $rfs_link $rfs_dir/digest/revision;"));
+        assert!(c.contains("if (-e $rfs_link) { set $rfs_real $realpath_root; }"));
+        assert!(c.contains("try_files $rfs_file/schema2 /_rfs/error/manifest-unknown;"));
+        assert!(c.contains("map \"$rfs_revision|$http_if_none_match\" $rfs_not_modified {"));
+        assert!(c.contains("if ($rfs_blob_not_modified) { return 304; }"));
 
         let full = nginx(&opts(true, Some("/etc/nginx/registryfs.js"))).unwrap();
         assert!(full.contains("load_module /usr/lib/nginx/modules/ngx_http_js_module.so;"));

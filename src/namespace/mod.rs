@@ -10,7 +10,7 @@
 //! answer from here, so they always agree.
 
 pub mod crane;
-mod digests;
+pub mod digests;
 mod path;
 mod representations;
 
