@@ -39,6 +39,7 @@ fn apache_vhost(opts: &HttpdOptions) -> String {
          \x20   Header always set Docker-Content-Digest \"expr=%{{file:%{{env:RFS_LINK}}}}\" env=RFS_LINK\n\
          \x20   Header always set Etag \"expr=\\\"%{{file:%{{env:RFS_LINK}}}}\\\"\" env=RFS_LINK\n\
          \x20   Header always set Cache-Control \"{BLOB_CACHE_CONTROL}\" env=RFS_BLOB\n\
+         \x20   Header always set Link \"expr=%{{file:%{{env:RFS_CATALOG_NEXT}}}}\" env=RFS_CATALOG_NEXT\n\
          \x20   Header always set Content-Range \"expr=bytes */%{{filesize:%{{REQUEST_FILENAME}}}}\" \"expr=%{{REQUEST_STATUS}} == 416\"\n\
          \x20   # What the registry's router answers for anything it does not route.\n\
          \x20   ErrorDocument 404 \"404 page not found\\n\"\n\
@@ -128,6 +129,7 @@ fn apache_vhost(opts: &HttpdOptions) -> String {
     }
     s.push_str(&format!(
         "\n\
+         {catalog}\
          \x20   # Blobs (Range requests: Apache's file handler) and tag lists.\n\
          \x20   RewriteCond {root_slash}$1/blobs/$2 -f\n\
          \x20   RewriteRule \"^/v2/({NAME_RE})/blobs/({DIGEST_RE})$\" {root_slash}$1/blobs/$2 \"[L,T={BLOB_TYPE},E=RFS_DIGEST:$2,E=RFS_BLOB:1]\"\n\
@@ -146,6 +148,7 @@ fn apache_vhost(opts: &HttpdOptions) -> String {
          \x20       Header always set Content-Type \"{JSON_UTF8}\"\n\
          \x20   </Location>\n",
         blob_unknown = error_rule(ErrorKind::BlobUnknown, "$1", "$2"),
+        catalog = apache_catalog(&root_slash),
         name_unknown = error_rule(ErrorKind::NameUnknown, "$1", ""),
     ));
     for e in ErrorKind::ALL {
@@ -163,6 +166,26 @@ fn apache_vhost(opts: &HttpdOptions) -> String {
             status = e.status(),
         ));
     }
+    s.push_str(&format!(
+        "    <Location /_rfs/catalog-invalid>\n\
+         \x20       Require all granted\n\
+         \x20       Options FollowSymLinks\n\
+         \x20       RewriteEngine On\n\
+         \x20       RewriteRule ^ - [R=400]\n\
+         \x20       Header always set Content-Type \"{JSON_UTF8}\"\n\
+         \x20       ErrorDocument 400 \"%{{file:%{{reqenv:RFS_CATALOG}}}}\"\n\
+         \x20   </Location>\n\
+         \x20   <Location /_rfs/get-only>\n\
+         \x20       Require all granted\n\
+         \x20       Options FollowSymLinks\n\
+         \x20       RewriteEngine On\n\
+         \x20       RewriteRule ^ - [R=405]\n\
+         \x20       ErrorDocument 405 \"{METHOD_NOT_ALLOWED}\\n\"\n\
+         \x20       Header always set Allow GET\n\
+         \x20       Header always set X-Content-Type-Options nosniff\n\
+         \x20       Header always set Content-Type \"text/plain; charset=utf-8\"\n\
+         \x20   </Location>\n"
+    ));
     s.push_str("</VirtualHost>\n");
     s
 }
@@ -255,6 +278,27 @@ fn not_modified_rules(root_slash: &str) -> String {
          \x20   RewriteRule \"^/v2/({NAME_RE})/blobs/({DIGEST_RE})$\" {root_slash}$1/blobs/$2 [L,E=RFS_304:1,E=RFS_DIGEST:$2,E=RFS_BLOB:1]\n"
     ));
     s
+}
+
+/// `/v2/_catalog` from the mount's `_catalog` files (`namespace::catalog`): the page,
+/// the `Link` header from `next.<query>`, the 400 from `invalid.<query>`. Apache cannot
+/// read a link's target name, so it tests the files named after the raw query.
+fn apache_catalog(root_slash: &str) -> String {
+    let file = |kind: &str| format!("{root_slash}{CATALOG_FOLDER}/{kind}.%{{QUERY_STRING}}");
+    format!(
+        "    # The registry routes tags/list and _catalog for GET only.\n\
+         \x20   RewriteCond %{{REQUEST_METHOD}} =HEAD\n\
+         \x20   RewriteRule \"^/v2/(?:_catalog|{NAME_RE}/tags/list)$\" /_rfs/get-only [PT]\n\
+         \x20   RewriteCond {invalid} -f\n\
+         \x20   RewriteRule ^/v2/_catalog$ /_rfs/catalog-invalid [PT,E=RFS_CATALOG:{invalid}]\n\
+         \x20   RewriteCond {next} -f\n\
+         \x20   RewriteRule ^/v2/_catalog$ - [E=RFS_CATALOG_NEXT:{next}]\n\
+         \x20   RewriteCond {page} -f\n\
+         \x20   RewriteRule ^/v2/_catalog$ {page} \"[L,T={JSON_UTF8}]\"\n",
+        invalid = file("invalid"),
+        next = file("next"),
+        page = file("page"),
+    )
 }
 
 #[cfg(test)]

@@ -39,3 +39,7 @@ pub(crate) const BLOB_TYPE: &str = "application/octet-stream";
 pub(crate) const BLOB_CACHE_CONTROL: &str = "max-age=31536000";
 /// The folder of a tag folder whose links name the digests (`namespace::digests`).
 pub(crate) const DIGEST_FOLDER: &str = crate::namespace::digests::FOLDER;
+/// The root folder of the catalog's pages (`namespace::catalog`).
+pub(crate) const CATALOG_FOLDER: &str = crate::namespace::catalog::FOLDER;
+/// The body Go's router sends with a 405 (`http.Error`, without its newline).
+pub(crate) const METHOD_NOT_ALLOWED: &str = "Method Not Allowed";

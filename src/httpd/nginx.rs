@@ -138,7 +138,67 @@ fn nginx_http_level(opts: &HttpdOptions) -> String {
     }
     out.push_str("}\n");
     out.push_str(NOT_MODIFIED_MAPS);
+    out.push_str(&format!(
+        "map \"$request_method $uri\" $rfs_get_only {{\n\
+         \x20   default \"\";\n\
+         \x20   \"~^HEAD /v2/(?:_catalog|{NAME_RE}/tags/list)$\" 1;\n\
+         }}\n"
+    ));
     out
+}
+
+/// registry 2.8.2's 400 for an `n` over 1000 (`{n}`: the number), as an nginx string.
+const PAGINATION_INVALID_BODY: &str = "{\"errors\":[{\"code\":\"PAGINATION_NUMBER_INVALID\",\"message\":\"invalid number of results requested\",\"detail\":{\"n\":{n}}}]}\\n";
+
+/// `/v2/_catalog`: the mount's `_catalog/page.<query>` links to the answer
+/// (`namespace::catalog`); its real path gives the `Link` header or the 400. A query
+/// that cannot be a file name (a literal `/`, over 250 bytes) gets the router's 404.
+fn nginx_catalog(opts: &HttpdOptions) -> String {
+    let api = nginx_api_header();
+    let page = opts.under_root(&format!("{CATALOG_FOLDER}/page.$args"));
+    format!(
+        "    location = /v2/_catalog {{\n\
+         \x20       default_type \"\";\n\
+         \x20       root {page};\n\
+         \x20       set $rfs_real \"\";\n\
+         \x20       set $rfs_link_header \"\";\n\
+         \x20       if (-e {page}) {{ set $rfs_real $realpath_root; }}\n\
+         \x20       if ($rfs_real ~ \"/{CATALOG_FOLDER}/invalid-n\\.([0-9]+)$\") {{\n\
+         \x20           set $rfs_ref $1;\n\
+         \x20           rewrite ^ /_rfs/catalog-invalid last;\n\
+         \x20       }}\n\
+         \x20       if ($rfs_real ~ \"/{CATALOG_FOLDER}/more\\.([^/]+)$\") {{\n\
+         \x20           set $rfs_link_header \"</v2/_catalog?$1>; rel=\\\"next\\\"\";\n\
+         \x20       }}\n\
+         \x20       if ($rfs_real ~ \"/{CATALOG_FOLDER}/([^/]+)$\") {{\n\
+         \x20           set $rfs_file /{CATALOG_FOLDER}/$1;\n\
+         \x20           rewrite ^ /_rfs/catalog last;\n\
+         \x20       }}\n\
+         \x20       rewrite ^ /_rfs/unroutable last;\n\
+         \x20   }}\n\n\
+         \x20   location = /_rfs/catalog {{\n\
+         \x20       internal;\n\
+         \x20       default_type \"{JSON_UTF8}\";\n\
+         \x20       {api}\n\
+         \x20       add_header Link $rfs_link_header;\n\
+         \x20       try_files $rfs_file /_rfs/unroutable;\n\
+         \x20   }}\n\n\
+         \x20   location = /_rfs/catalog-invalid {{\n\
+         \x20       internal;\n\
+         \x20       default_type \"{JSON_UTF8}\";\n\
+         \x20       {api}\n\
+         \x20       return 400 '{invalid}';\n\
+         \x20   }}\n\n\
+         \x20   location = /_rfs/get-only {{\n\
+         \x20       internal;\n\
+         \x20       default_type \"text/plain; charset=utf-8\";\n\
+         \x20       {api}\n\
+         \x20       add_header Allow GET always;\n\
+         \x20       add_header X-Content-Type-Options nosniff always;\n\
+         \x20       return 405 '{METHOD_NOT_ALLOWED}\\n';\n\
+         \x20   }}\n\n",
+        invalid = PAGINATION_INVALID_BODY.replace("{n}", "$rfs_ref"),
+    )
 }
 
 /// `If-None-Match` as registry 2.8.2 reads it. Manifests: the revision (a tag's link,
@@ -192,6 +252,10 @@ fn nginx_server(opts: &HttpdOptions) -> String {
          \x20   # Read-only.\n\
          \x20   if ($request_method !~ ^(GET|HEAD)$) {{\n\
          \x20       rewrite ^ /_rfs/error/unsupported last;\n\
+         \x20   }}\n\
+         \x20   # The registry routes tags/list and _catalog for GET only.\n\
+         \x20   if ($rfs_get_only) {{\n\
+         \x20       rewrite ^ /_rfs/get-only last;\n\
          \x20   }}\n\
          \n\
          \x20   location = /v2/ {{\n\
@@ -337,6 +401,8 @@ fn nginx_server(opts: &HttpdOptions) -> String {
             body = e.body("$rfs_repo", "$rfs_ref").replace('\n', "\\n"),
         ));
     }
+
+    s.push_str(&nginx_catalog(opts));
 
     s.push_str(&format!(
         "    # Anything else: what the registry's router answers.\n\

@@ -9,6 +9,7 @@
 //! Repository names nest as folders. Both the CLI (`ls`, `cat`) and the FUSE adapter
 //! answer from here, so they always agree.
 
+pub mod catalog;
 pub mod crane;
 pub mod digests;
 mod path;
@@ -175,6 +176,7 @@ impl Namespace {
                 .ok_or_else(not_found),
             Location::Crane(node) => self.crane_lookup(node),
             Location::TagDigest(p) => self.digest_lookup(p, path),
+            Location::Catalog(node) => self.catalog_lookup(node, path),
         }
     }
 
@@ -253,10 +255,12 @@ impl Namespace {
             },
             // Found by lookup only (see `digests`).
             Location::TagDigest(p) if p.is_dir() => Vec::new(),
+            Location::Catalog(node) if node.is_dir() => Vec::new(),
             Location::ManifestFile(..)
             | Location::Blob(..)
             | Location::TagList(..)
             | Location::TagDigest(_)
+            | Location::Catalog(_)
             | Location::Crane(_) => {
                 return Err(Error::Usage(format!("{path}: not a folder")));
             }

@@ -45,6 +45,8 @@ pub enum Location {
     Blob(String, Digest),
     Tags(String),
     TagList(String),
+    /// A path of `_catalog` ([`super::catalog`]).
+    Catalog(super::catalog::CatalogNode),
     /// A path of a tag's `digest` folder ([`super::digests`]).
     TagDigest(super::digests::DigestPath),
     /// A node of the Crane layout with no registry counterpart ([`super::crane`]).
@@ -60,6 +62,7 @@ impl Location {
         match self {
             Location::Crane(node) => node.is_dir(),
             Location::TagDigest(p) => p.is_dir(),
+            Location::Catalog(node) => node.is_dir(),
             _ => !matches!(
                 self,
                 Location::ManifestFile(..) | Location::Blob(..) | Location::TagList(..)
@@ -83,6 +86,11 @@ impl Location {
     pub fn parse(store: &dyn Store, path: &str) -> Result<Location> {
         let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
         let not_found = || Error::NotFound(path.to_string());
+        if parts.first() == Some(&super::catalog::FOLDER) {
+            return super::catalog::CatalogNode::parse(&parts[1..])
+                .map(Location::Catalog)
+                .ok_or_else(not_found);
+        }
         // Most paths are inside a repository: find its section first, with one store
         // check instead of one per component. The walk below decides the same way: it
         // stops at the first section whose prefix is a repository, and the folders on
