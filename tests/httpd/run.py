@@ -91,6 +91,8 @@ ACCEPTS = dict(TAG_ACCEPTS)
 
 # Differences from registry 2.8.2 that static files cannot remove (docs/httpd.md).
 KNOWN = {
+    "apache-inm-unknown-digest": "If-None-Match with the requested digest, not in the repository: the registry "
+    "answers 304 without looking, Apache needs a file to answer from (404)",
     "nginx-inm-star": "nginx answers `If-None-Match: *` on a manifest with 304 (stock nginx's not-modified filter; "
     "the registry compares with the digest and answers 200)",
     "nginx-304-length": "nginx's 304 carries Content-Length: 0 (a `return 304` in stock nginx; the registry sends none)",
@@ -468,6 +470,18 @@ class Checker:
             for name, port in self.servers.items():
                 problems, known = self.compare(reg, request(port, method, path), kind, method=method)
                 self.report.check(f"{name} {method} {path}", problems, known)
+        # If-None-Match with a digest the repository does not hold: the registry answers
+        # 304 without looking.
+        path = f"/v2/{repo}/manifests/{ZERO_DIGEST}"
+        for method in ("GET", "HEAD"):
+            reg = request(self.reg.port, method, path, [("If-None-Match", f'"{ZERO_DIGEST}"')])
+            for name, port in self.servers.items():
+                ours = request(port, method, path, [("If-None-Match", f'"{ZERO_DIGEST}"')])
+                if name == "apache" and reg.status == 304 and ours.status == 404:
+                    problems, known = [], ["apache-inm-unknown-digest"]
+                else:
+                    problems, known = self.compare(reg, ours, "manifest", method=method)
+                self.report.check(f"{name} {method} {path} If-None-Match: itself", problems, known)
         # Upper-case hex: nothing is served anywhere; Debian's registry build
         # answers 500/400 where upstream 2.8.2 answers 404.
         up = "sha256:" + "A" * 64
