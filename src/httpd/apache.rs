@@ -96,6 +96,11 @@ fn apache_vhost(opts: &HttpdOptions) -> String {
                 f.file_name()
             ));
         }
+        if r.any_accept {
+            s.push_str(&format!(
+                "    RewriteCond %{{ENV:RFS_DIR}}/{DIGEST_FOLDER}/{ANY_ACCEPT} -f\n"
+            ));
+        }
         match r.folder {
             Some(true) => s.push_str("    RewriteCond %{ENV:RFS_DIR} -d\n"),
             Some(false) => s.push_str("    RewriteCond %{ENV:RFS_DIR} !-d\n"),

@@ -39,6 +39,8 @@ pub(crate) const BLOB_TYPE: &str = "application/octet-stream";
 pub(crate) const BLOB_CACHE_CONTROL: &str = "max-age=31536000";
 /// The folder of a tag folder whose links name the digests (`namespace::digests`).
 pub(crate) const DIGEST_FOLDER: &str = crate::namespace::digests::FOLDER;
+/// The marker of a manifest served whatever the client accepts (`namespace::digests`).
+pub(crate) const ANY_ACCEPT: &str = crate::namespace::digests::ANY_ACCEPT;
 /// The root folder of the catalog's pages (`namespace::catalog`).
 pub(crate) const CATALOG_FOLDER: &str = crate::namespace::catalog::FOLDER;
 /// The body Go's router sends with a 405 (`http.Error`, without its newline).

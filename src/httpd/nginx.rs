@@ -25,6 +25,7 @@ pub fn nginx_pattern(r: &Rule) -> String {
             '.'
         });
     }
+    p.push(if r.any_accept { 'A' } else { '.' });
     p.push(match r.folder {
         Some(true) => 'D',
         Some(false) => '-',
@@ -40,6 +41,7 @@ pub fn nginx_key(
     accepts: &[Accepts],
     files: &[ManifestKind],
     folder: bool,
+    any_accept: bool,
 ) -> String {
     let mut k = String::new();
     k.push(match reference {
@@ -62,6 +64,7 @@ pub fn nginx_key(
             '-'
         });
     }
+    k.push(if any_accept { 'A' } else { '-' });
     k.push(if folder { 'D' } else { '-' });
     k
 }
@@ -125,7 +128,8 @@ fn nginx_http_level(opts: &HttpdOptions) -> String {
     }
     out.push_str(
         "\n# Which file of the manifest folder answers (first match wins). Key:\n\
-         # T|D (tag or digest) : accepted L I O 2 : files present L I O 2 1, D = folder exists.\n\
+         # T|D (tag or digest) : accepted L I O 2 : files present L I O 2 1, A = served to any\n\
+         # Accept (an index stored without mediaType), D = folder exists.\n\
          map \"$rfs_reftype:$rfs_accept_list$rfs_accept_ocii$rfs_accept_oci$rfs_accept_s2:$rfs_have\" $rfs_pick {\n",
     );
     out.push_str("    default error/manifest-unknown;\n");
@@ -317,14 +321,16 @@ fn nginx_server(opts: &HttpdOptions) -> String {
              \x20       set $rfs_o -;\n\
              \x20       set $rfs_2 -;\n\
              \x20       set $rfs_1 -;\n\
+             \x20       set $rfs_a -;\n\
              \x20       set $rfs_d -;\n\
              \x20       if (-f $rfs_dir/list) {{ set $rfs_l L; }}\n\
              \x20       if (-f $rfs_dir/oci-index) {{ set $rfs_i I; }}\n\
              \x20       if (-f $rfs_dir/oci) {{ set $rfs_o O; }}\n\
              \x20       if (-f $rfs_dir/schema2) {{ set $rfs_2 2; }}\n\
              \x20       if (-f $rfs_dir/schema1) {{ set $rfs_1 1; }}\n\
+             \x20       if (-f $rfs_dir/{DIGEST_FOLDER}/{ANY_ACCEPT}) {{ set $rfs_a A; }}\n\
              \x20       if (-d $rfs_dir) {{ set $rfs_d D; }}\n\
-             \x20       set $rfs_have $rfs_l$rfs_i$rfs_o$rfs_2$rfs_1$rfs_d;\n\
+             \x20       set $rfs_have $rfs_l$rfs_i$rfs_o$rfs_2$rfs_1$rfs_a$rfs_d;\n\
              {digests}\
              \x20       rewrite ^ /_rfs/$rfs_pick last;\n\
              \x20   }}\n\n",
@@ -518,14 +524,18 @@ mod tests {
         for reference in [RefType::Tag, RefType::Digest] {
             for accepts in subsets(&Accepts::ALL) {
                 for files in subsets(&HAVE_ORDER) {
-                    for folder in [false, true] {
-                        let key = nginx_key(reference, &accepts, &files, folder);
+                    for (folder, any) in [(false, false), (true, false), (true, true)] {
+                        let key = nginx_key(reference, &accepts, &files, folder, any);
                         let via_map = RULES
                             .iter()
                             .find(|r| matches(&nginx_pattern(r), &key))
                             .map(|r| r.outcome)
                             .unwrap_or(E(ErrorKind::ManifestUnknown));
-                        assert_eq!(via_map, pick(reference, &accepts, &files, folder), "{key}");
+                        assert_eq!(
+                            via_map,
+                            pick(reference, &accepts, &files, folder, any),
+                            "{key}"
+                        );
                     }
                 }
             }

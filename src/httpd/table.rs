@@ -175,13 +175,15 @@ impl ErrorKind {
 
 /// One line of the negotiation table: when the reference is of `reference` type, the
 /// client accepts `accept` (if any), every file of `files` exists, and the manifest
-/// folder exists or not as `folder` says (if it matters), the answer is `outcome`.
+/// folder exists or not as `folder` says (if it matters), and (if `any_accept`) the
+/// folder has the `any-accept` marker (`namespace::digests`), the answer is `outcome`.
 #[derive(Clone, Copy, Debug)]
 pub struct Rule {
     pub reference: RefType,
     pub accept: Option<Accepts>,
     pub files: &'static [ManifestKind],
     pub folder: Option<bool>,
+    pub any_accept: bool,
     pub outcome: Outcome,
 }
 
@@ -196,7 +198,20 @@ const fn rule(
         accept,
         files,
         folder: None,
+        any_accept: false,
         outcome,
+    }
+}
+
+/// An OCI index stored without `mediaType`: registry 2.8.2 serves it to every client.
+const fn untyped_index(reference: RefType) -> Rule {
+    Rule {
+        reference,
+        accept: None,
+        files: &[K::OciIndex],
+        folder: None,
+        any_accept: true,
+        outcome: S(K::OciIndex),
     }
 }
 
@@ -231,6 +246,7 @@ pub const RULES: &[Rule] = &[
         accept: None,
         files: &[],
         folder: Some(false),
+        any_accept: false,
         outcome: E(ErrorKind::TagUnknown),
     },
     rule(
@@ -240,6 +256,7 @@ pub const RULES: &[Rule] = &[
         E(ErrorKind::ManifestUnknown),
     ),
     rule(RefType::Tag, None, &[K::Oci], E(ErrorKind::OciGate)),
+    untyped_index(RefType::Tag),
     rule(
         RefType::Tag,
         None,
@@ -265,6 +282,7 @@ pub const RULES: &[Rule] = &[
     rule(RefType::Digest, None, &[K::Schema2], S(K::Schema2)),
     rule(RefType::Digest, None, &[K::Schema1], S(K::Schema1)),
     rule(RefType::Digest, None, &[K::Oci], E(ErrorKind::OciGate)),
+    untyped_index(RefType::Digest),
     rule(
         RefType::Digest,
         None,
@@ -280,6 +298,7 @@ pub fn pick(
     accepts: &[Accepts],
     files: &[ManifestKind],
     folder: bool,
+    any_accept: bool,
 ) -> Outcome {
     RULES
         .iter()
@@ -288,6 +307,7 @@ pub fn pick(
                 && r.accept.is_none_or(|a| accepts.contains(&a))
                 && r.files.iter().all(|f| files.contains(f))
                 && r.folder.is_none_or(|d| d == folder)
+                && (!r.any_accept || any_accept)
         })
         .map(|r| r.outcome)
         .unwrap_or(E(ErrorKind::ManifestUnknown))
@@ -354,11 +374,11 @@ mod tests {
     use ManifestKind::*;
 
     fn tag(accepts: &[Accepts], files: &[ManifestKind]) -> Outcome {
-        pick(RefType::Tag, accepts, files, !files.is_empty())
+        pick(RefType::Tag, accepts, files, !files.is_empty(), false)
     }
 
     fn digest(accepts: &[Accepts], files: &[ManifestKind]) -> Outcome {
-        pick(RefType::Digest, accepts, files, !files.is_empty())
+        pick(RefType::Digest, accepts, files, !files.is_empty(), false)
     }
 
     const ALL_ACCEPTS: [Accepts; 4] = Accepts::ALL;
@@ -414,6 +434,18 @@ mod tests {
         assert_eq!(digest(&[A::Oci], &[OciIndex]), E(ErrorKind::OciIndexGate));
         assert_eq!(digest(&[A::OciIndex], &[OciIndex]), S(OciIndex));
         assert_eq!(digest(&ALL_ACCEPTS, &[]), E(ErrorKind::RevisionUnknown));
+    }
+
+    /// An OCI index stored without `mediaType` skips the OCI gate, by tag and digest.
+    #[test]
+    fn an_untyped_index_goes_to_every_client() {
+        for reference in [RefType::Tag, RefType::Digest] {
+            assert_eq!(pick(reference, &[], &[OciIndex], true, true), S(OciIndex));
+            assert_eq!(
+                pick(reference, &[Accepts::Schema2], &[OciIndex], true, false),
+                E(ErrorKind::OciIndexGate)
+            );
+        }
     }
 
     #[test]

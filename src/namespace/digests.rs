@@ -6,13 +6,16 @@
 //! <repo>/manifests/<tag>/digest/<kind>        -> <kind>@sha256:<hex>
 //! <repo>/manifests/<tag>/digest/revision      -> revision@sha256:<hex>
 //! <repo>/manifests/<tag>/digest/<name>@sha256:<hex>   file: the text "sha256:<hex>"
+//! <repo>/manifests/<ref>/digest/any-accept   empty file: served whatever Accept says
 //! ```
 //!
 //! `<kind>` is each file of the tag folder, and the digest is the one registry 2.8.2
 //! sends with it in `Docker-Content-Digest` and `Etag`: the stored manifest's, a list's
 //! platform child's, or for a converted schema1 the digest of its payload (without the
 //! signatures). `revision` is the manifest the tag links to, which the registry compares
-//! `If-None-Match` with before it looks at `Accept`. The `@` file exists only where its
+//! `If-None-Match` with before it looks at `Accept`. `any-accept` (also in digest
+//! folders) marks an OCI index stored without `mediaType`, which registry 2.8.2 serves
+//! to every client: its OCI gate tests the declared type. The `@` file exists only where its
 //! link points, and holds the digest as text: its name is not a digest, and a converted
 //! schema1 never appears under a digest path (`<repo>/manifests/sha256:<hex>/...` holds
 //! stored bytes only, as the registry answers 404 there). The folder is found by lookup
@@ -31,6 +34,8 @@ use std::sync::Arc;
 pub const FOLDER: &str = "digest";
 /// The link to the tag's revision.
 const REVISION: &str = "revision";
+/// The marker of a manifest served whatever the client accepts.
+pub const ANY_ACCEPT: &str = "any-accept";
 
 /// What a link names: a file of the tag folder, or the tag's revision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,25 +67,26 @@ pub enum DigestNode {
     Link(Linked),
     /// `<name>@<digest>`: the link target.
     Target(Linked, Digest),
+    AnyAccept,
 }
 
-/// A path below `<repo>/manifests/<tag>/digest`.
+/// A path below `<repo>/manifests/<reference>/digest`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DigestPath {
     pub repo: String,
-    pub tag: String,
+    pub reference: Reference,
     pub node: DigestNode,
 }
 
 impl DigestPath {
-    /// `rest` is what follows `<repo>/manifests/<reference>/digest`. Digest folders
-    /// have no `digest` folder: their digest is their name.
+    /// `rest` is what follows `<repo>/manifests/<reference>/digest`. A digest folder's
+    /// has `any-accept` only: its digest is its name.
     pub fn parse(repo: &str, reference: &str, rest: &[&str]) -> Option<DigestPath> {
-        let Some(Reference::Tag(tag)) = Reference::parse(reference) else {
-            return None;
-        };
+        let reference = Reference::parse(reference)?;
         let node = match rest {
             [] => DigestNode::Folder,
+            [ANY_ACCEPT] => DigestNode::AnyAccept,
+            _ if matches!(reference, Reference::Digest(_)) => return None,
             [name] => match name.split_once('@') {
                 None => DigestNode::Link(Linked::parse(name)?),
                 Some((linked, digest)) => {
@@ -94,7 +100,7 @@ impl DigestPath {
         };
         Some(DigestPath {
             repo: repo.to_string(),
-            tag,
+            reference,
             node,
         })
     }
@@ -114,7 +120,7 @@ impl Namespace {
     pub(super) fn digest_lookup(&self, p: &DigestPath, path: &str) -> Result<Node> {
         let not_found = || Error::NotFound(path.to_string());
         let reps = self
-            .representations(&p.repo, &Reference::Tag(p.tag.clone()))?
+            .representations(&p.repo, &p.reference)?
             .ok_or_else(not_found)?;
         let digest_of = |linked: Linked| match linked {
             Linked::Kind(kind) => reps.digests.get(&kind),
@@ -122,6 +128,10 @@ impl Namespace {
         };
         match &p.node {
             DigestNode::Folder => Ok(Node::Dir),
+            DigestNode::AnyAccept if reps.any_accept => {
+                Ok(Node::File(Content::Bytes(Arc::from(&b""[..]))))
+            }
+            DigestNode::AnyAccept => Err(not_found()),
             DigestNode::Link(linked) => digest_of(*linked)
                 .map(|d| Node::Link(target(*linked, d).into()))
                 .ok_or_else(not_found),
@@ -163,8 +173,10 @@ mod tests {
                 Digest::parse(&d).unwrap()
             ))
         );
-        // Digest folders have none; no other names, no deeper paths.
-        assert_eq!(parse(&d, &[]), None);
+        // Digest folders have the marker only; no other names, no deeper paths.
+        assert_eq!(parse(&d, &[]), Some(DigestNode::Folder));
+        assert_eq!(parse(&d, &["any-accept"]), Some(DigestNode::AnyAccept));
+        assert_eq!(parse(&d, &["list"]), None);
         assert_eq!(parse("latest", &["other"]), None);
         assert_eq!(parse("latest", &["schema1@sha256:AB"]), None);
         assert_eq!(parse("latest", &[&format!("x@{d}")]), None);

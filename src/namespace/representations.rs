@@ -25,6 +25,9 @@ pub struct Representations {
     /// The revision the reference names (for a tag: its link), which registry 2.8.2
     /// compares `If-None-Match` with.
     pub revision: Digest,
+    /// An OCI index stored without `mediaType`: registry 2.8.2 serves it whatever the
+    /// client accepts (its OCI gate tests the declared type).
+    pub any_accept: bool,
     pub no_schema1_because: Option<String>,
 }
 
@@ -34,6 +37,7 @@ impl Representations {
             files: BTreeMap::new(),
             digests: BTreeMap::new(),
             revision,
+            any_accept: false,
             no_schema1_because: None,
         }
     }
@@ -107,6 +111,7 @@ impl Namespace {
             return Ok(Some(out));
         }
         out.insert(parsed.kind, bytes.clone(), digest.clone());
+        out.any_accept = parsed.kind == ManifestKind::OciIndex && parsed.untyped;
         let Reference::Tag(tag) = reference else {
             return Ok(out.refuse_schema1(
                 "schema1 is generated for tags only; a digest names the stored bytes",

@@ -99,8 +99,6 @@ KNOWN = {
     "apache-head-error-length": "Apache answers HEAD of an error (and HEAD /v2/) without Content-Length "
     "(registry: the body's length; Apache sends none for an ErrorDocument, and one set by mod_headers "
     "would be a second one)",
-    "index-no-mediatype": "an OCI index stored without mediaType goes to clients that do not accept OCI indexes "
-    "as 404 (registry: served anyway; the mount does not tell the two apart)",
     "no-rootfs": "config without rootfs: registry 2.8.2 panics and closes the connection; we answer 400 MANIFEST_INVALID",
     "error-detail": "a refused schema1 conversion answers 400 MANIFEST_INVALID with detail {} "
     "(the registry's detail names the Go error, e.g. {\"Offset\":10})",
@@ -291,9 +289,6 @@ class Checker:
             return "nginx-inm-star"
         if kind == "manifest" and reg.status == 0 and ours.status == 400 and (head or eo[0] == "MANIFEST_INVALID"):
             return "no-rootfs"
-        if (kind == "manifest" and reg.status == 200 and reg.header("content-type") == MT_OCI_INDEX
-                and ours.status == 404 and (head or (eo[1] or "").startswith("OCI index found"))):
-            return "index-no-mediatype"
         return None
 
     def compare_schema1(self, reg, ours):
