@@ -303,6 +303,11 @@ impl Filesystem for RegistryFs {
         if caps.contains(InitFlags::FUSE_PARALLEL_DIROPS) {
             let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         }
+        // A link inode stands for one target (a moved tag is a new inode), so the kernel
+        // may keep it: web servers resolve the digest links on every request.
+        if caps.contains(InitFlags::FUSE_CACHE_SYMLINKS) {
+            let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
+        }
         self.passthrough = false;
         if !self.want_passthrough {
             info!("passthrough off (--no-passthrough): blob reads go through the daemon");
