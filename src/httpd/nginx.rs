@@ -142,6 +142,13 @@ fn nginx_http_level(opts: &HttpdOptions) -> String {
     }
     out.push_str("}\n");
     out.push_str(NOT_MODIFIED_MAPS);
+    out.push_str(
+        "# The tag's revision is resolved only for a conditional request (no such link).\n\
+         map $http_if_none_match $rfs_revision_link {\n\
+         \x20   \"\" -;\n\
+         \x20   default revision;\n\
+         }\n",
+    );
     out.push_str(&format!(
         "map \"$request_method $uri\" $rfs_get_only {{\n\
          \x20   default \"\";\n\
@@ -281,7 +288,7 @@ fn nginx_server(opts: &HttpdOptions) -> String {
                 "        # The tag's revision and the picked file's digest, from the links of\n\
                  \x20       # the tag's digest folder (`root` is only used for $realpath_root).\n\
                  \x20       root $rfs_link;\n\
-                 \x20       set $rfs_link $rfs_dir/{folder}/revision;\n\
+                 \x20       set $rfs_link $rfs_dir/{folder}/$rfs_revision_link;\n\
                  \x20       set $rfs_real \"\";\n\
                  \x20       if (-e $rfs_link) {{ set $rfs_real $realpath_root; }}\n\
                  \x20       if ($rfs_real ~ \"@(sha256:[0-9a-f]{{64}})$\") {{ set $rfs_revision $1; }}\n\
@@ -563,7 +570,7 @@ mod tests {
         assert_eq!(c.matches('{').count(), c.matches('}').count());
         assert!(!c.contains("js_import"));
         // Digests by tag from the links' real paths; 304s from the maps.
-        assert!(c.contains("set $rfs_link $rfs_dir/digest/revision;"));
+        assert!(c.contains("set $rfs_link $rfs_dir/digest/$rfs_revision_link;"));
         assert!(c.contains("if (-e $rfs_link) { set $rfs_real $realpath_root; }"));
         assert!(c.contains("try_files $rfs_file/schema2 /_rfs/error/manifest-unknown;"));
         assert!(c.contains("map \"$rfs_revision|$http_if_none_match\" $rfs_not_modified {"));
