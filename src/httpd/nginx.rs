@@ -335,7 +335,10 @@ fn nginx_server(opts: &HttpdOptions) -> String {
              \x20       if (-f $rfs_dir/oci) {{ set $rfs_o O; }}\n\
              \x20       if (-f $rfs_dir/schema2) {{ set $rfs_2 2; }}\n\
              \x20       if (-f $rfs_dir/schema1) {{ set $rfs_1 1; }}\n\
-             \x20       if (-f $rfs_dir/{DIGEST_FOLDER}/{ANY_ACCEPT}) {{ set $rfs_a A; }}\n\
+             \x20       # The marker is looked up only next to an index (`-`: no such name).\n\
+             \x20       set $rfs_any -;\n\
+             \x20       if ($rfs_i = I) {{ set $rfs_any {ANY_ACCEPT}; }}\n\
+             \x20       if (-f $rfs_dir/{DIGEST_FOLDER}/$rfs_any) {{ set $rfs_a A; }}\n\
              \x20       if (-d $rfs_dir) {{ set $rfs_d D; }}\n\
              \x20       set $rfs_have $rfs_l$rfs_i$rfs_o$rfs_2$rfs_1$rfs_a$rfs_d;\n\
              {digests}\

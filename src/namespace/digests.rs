@@ -108,6 +108,13 @@ impl DigestPath {
     pub fn is_dir(&self) -> bool {
         self.node == DigestNode::Folder
     }
+
+    /// A link target is named by its digest: once it exists its bytes never change (a
+    /// moved tag links to another name), so the kernel may cache it as long as a digest
+    /// path. The links themselves follow the tag.
+    pub fn is_immutable(&self) -> bool {
+        matches!(self.node, DigestNode::Target(..))
+    }
 }
 
 /// The link text for `linked` at `digest`.

@@ -72,6 +72,9 @@ impl Location {
 
     /// Whether the content can never change: it is named by a digest.
     pub fn is_immutable(&self) -> bool {
+        if let Location::TagDigest(p) = self {
+            return p.is_immutable();
+        }
         matches!(
             self,
             Location::ManifestDir(_, Reference::Digest(_))
