@@ -125,10 +125,14 @@ fn manifest_list_tag_offers_the_platform_child() {
         ),
         payload_digest.as_bytes()
     );
-    // Only where the link points; never by digest; not listed.
-    error(
-        &ns,
-        &format!("multi/manifests/latest/digest/schema2@{list_digest}"),
+    // Never by digest; not listed.
+    // A target carries the digest of its name only; the link is the state.
+    assert_eq!(
+        bytes(
+            &ns,
+            &format!("multi/manifests/latest/digest/schema2@{list_digest}")
+        ),
+        list_digest.as_str().as_bytes()
     );
     error(&ns, &format!("multi/manifests/{payload_digest}/schema1"));
     error(&ns, &format!("multi/manifests/{list_digest}/digest/list"));

@@ -15,9 +15,10 @@
 //! signatures). `revision` is the manifest the tag links to, which the registry compares
 //! `If-None-Match` with before it looks at `Accept`. `any-accept` (also in digest
 //! folders) marks an OCI index stored without `mediaType`, which registry 2.8.2 serves
-//! to every client: its OCI gate tests the declared type. The `@` file exists only where its
-//! link points, and holds the digest as text: its name is not a digest, and a converted
-//! schema1 never appears under a digest path (`<repo>/manifests/sha256:<hex>/...` holds
+//! to every client: its OCI gate tests the declared type. The `@` file only carries the
+//! digest of its name, as text, so it exists for any such name: a server resolving a
+//! link just as the tag moves still finds the target it read (the link is the state).
+//! Its name is not a digest, and a converted schema1 never appears under a digest path (`<repo>/manifests/sha256:<hex>/...` holds
 //! stored bytes only, as the registry answers 404 there). The folder is found by lookup
 //! only (not listed in the tag folder, nor lists anything), so tree walkers (Crane,
 //! `find`) do not see it. Tag names are the only names that come from the store here,
@@ -126,29 +127,28 @@ impl Namespace {
     /// What a path of a tag's `digest` folder names.
     pub(super) fn digest_lookup(&self, p: &DigestPath, path: &str) -> Result<Node> {
         let not_found = || Error::NotFound(path.to_string());
+        let linked = match &p.node {
+            // A carrier: its bytes come from its name, whatever the tag says now.
+            DigestNode::Target(_, digest) => {
+                let text: Arc<[u8]> = Arc::from(digest.as_str().as_bytes());
+                return Ok(Node::File(Content::Bytes(text)));
+            }
+            DigestNode::Link(linked) => Some(*linked),
+            DigestNode::Folder | DigestNode::AnyAccept => None,
+        };
         let reps = self
             .representations(&p.repo, &p.reference)?
             .ok_or_else(not_found)?;
-        let digest_of = |linked: Linked| match linked {
-            Linked::Kind(kind) => reps.digests.get(&kind),
-            Linked::Revision => Some(&reps.revision),
-        };
-        match &p.node {
-            DigestNode::Folder => Ok(Node::Dir),
-            DigestNode::AnyAccept if reps.any_accept => {
-                Ok(Node::File(Content::Bytes(Arc::from(&b""[..]))))
+        match (linked, &p.node) {
+            (Some(linked), _) => match linked {
+                Linked::Kind(kind) => reps.digests.get(&kind),
+                Linked::Revision => Some(&reps.revision),
             }
-            DigestNode::AnyAccept => Err(not_found()),
-            DigestNode::Link(linked) => digest_of(*linked)
-                .map(|d| Node::Link(target(*linked, d).into()))
-                .ok_or_else(not_found),
-            DigestNode::Target(linked, digest) => {
-                if digest_of(*linked) != Some(digest) {
-                    return Err(not_found());
-                }
-                let text: Arc<[u8]> = Arc::from(digest.as_str().as_bytes());
-                Ok(Node::File(Content::Bytes(text)))
-            }
+            .map(|d| Node::Link(target(linked, d).into()))
+            .ok_or_else(not_found),
+            (None, DigestNode::AnyAccept) if !reps.any_accept => Err(not_found()),
+            (None, DigestNode::AnyAccept) => Ok(Node::File(Content::Bytes(Arc::from(&b""[..])))),
+            (None, _) => Ok(Node::Dir),
         }
     }
 }
