@@ -411,10 +411,15 @@ class Checker:
 
     def check_catalog(self):
         """/v2/_catalog: pages (n, last, Link, the default and maximum page sizes, the
-        order), every page of a walk along the Link headers, HEAD (405)."""
+        order), every page of a walk along the Link headers, HEAD (405). The store holds
+        more repositories than a default page (push_catalog_filler)."""
+        total = len(json.loads(self.reg_req("GET", "/v2/_catalog?n=1000").body)["repositories"])
+        self.report.check(f"registry _catalog holds {total} repositories, more than the default page of 100",
+                          [] if total > 100 else [f"only {total}"])
         queries = ["", "?n=0", "?n=1", "?n=2", "?n=1000", "?n=1001", "?n=%2B3", "?n=-1", "?n=x", "?n=99999999999999999999",
                    "?last=", "?last=a", "?last=a-", "?last=a%2Fb", "?n=2&last=a%2Fb%2Fc", "?last=zzz", "?n=3&last=oci",
-                   "?n=2&n=5", "?last=single&n=1", "?n=1;x", "?n=2&last=%zz"]
+                   "?n=2&n=5", "?last=single&n=1", "?n=1;x", "?n=2&last=%zz", "?last=catalog%2Ffill-05",
+                   "?n=100&last=catalog"]
         for q in queries:
             path = f"/v2/_catalog{q}"
             reg = self.reg_req("GET", path)
@@ -424,10 +429,10 @@ class Checker:
                 if ours.all("link") != reg.all("link"):
                     problems.append(f"Link {ours.all('link')}, registry {reg.all('link')}")
                 self.report.check(f"{name} GET {path}", problems, known)
-        for n in (1, 2, 5, 7):
+        for n in (1, 7, 50, 100):
             for name, port in self.servers.items():
                 path, pages, problems = f"/v2/_catalog?n={n}", 0, []
-                while path and pages < 100:
+                while path and pages < 500:
                     reg, ours = self.reg_req("GET", path), request(port, "GET", path)
                     if (reg.status, reg.body, reg.all("link")) != (ours.status, ours.body, ours.all("link")):
                         problems.append(f"{path}: {ours.status} {ours.body[:80]!r} {ours.all('link')}, "
@@ -644,6 +649,23 @@ def check_old_client(reg, name, port, verifier, report, tags):
 # ---------------------------------------------------------------------------
 
 
+CATALOG_FILLER = 90
+
+
+def push_catalog_filler(reg, count):
+    """More repositories than the catalog's default page (100) holds: `count` tiny
+    images (a config, no layers) named catalog/fill-NN, so that the default page size
+    and the pages after it are compared with the registry's."""
+    config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+    for i in range(count):
+        repo = f"catalog/fill-{i:02d}"
+        digest = reg.push_blob(repo, config)
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": MT_SCHEMA2, "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
+            "digest": digest}, "layers": []}).encode()
+        reg.push_manifest(repo, "latest", MT_SCHEMA2, manifest)
+
+
 def resolve_binary(arg):
     for c in [arg] if arg else [os.environ.get("REGISTRYFS_BIN") or "", os.path.join(REPO_ROOT, "target", "debug", "registryfs")]:
         if c and os.path.isfile(c) and os.access(c, os.X_OK):
@@ -691,6 +713,8 @@ def main(argv=None):
                 elif p.via != "skopeo-v2s1":
                     for o in [p.obj] + p.obj.children():
                         pushed.setdefault(p.repo, set()).add(o.digest)
+        if not args.filter:
+            push_catalog_filler(reg, CATALOG_FILLER)
         print(f"# registry pid {reg.proc.pid} on {reg.host}; pushed in {time.monotonic() - t0:.1f}s", flush=True)
 
         mp = os.path.join(tmp, "mnt")
