@@ -169,6 +169,12 @@ fn ls(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> {
         }
         Node::File(_) => writeln!(out, "{}", path.rsplit('/').next().unwrap_or(path))
             .map_err(|e| Error::io("stdout", e))?,
+        Node::Link(target) => writeln!(
+            out,
+            "{} -> {target}",
+            path.rsplit('/').next().unwrap_or(path)
+        )
+        .map_err(|e| Error::io("stdout", e))?,
     }
     Ok(())
 }
@@ -178,6 +184,21 @@ fn cat(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> 
     let content = match ns.lookup(path)? {
         Node::File(content) => content,
         Node::Dir => return Err(Error::Usage(format!("{path}: is a folder (use ls)"))),
+        // As through the mount: the link's target, a file in the same folder.
+        Node::Link(target) => {
+            let folder = path
+                .trim_end_matches('/')
+                .rsplit_once('/')
+                .map_or("", |p| p.0);
+            match ns.lookup(&format!("{folder}/{target}"))? {
+                Node::File(content) => content,
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "{path}: link to {target}, not a file"
+                    )))
+                }
+            }
+        }
     };
     let mut out = std::io::stdout().lock();
     match content {

@@ -92,6 +92,8 @@ pub enum Manifest {
 pub struct ParsedManifest {
     pub kind: ManifestKind,
     pub manifest: Manifest,
+    /// Stored without `mediaType` (an index then skips registry 2.8.2's OCI gate).
+    pub untyped: bool,
 }
 
 /// Go struct-field lookup: the last member whose key matches `name` exactly or, failing
@@ -186,6 +188,7 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedManifest, String> {
                 config,
                 layers: descriptors(&root, "layers")?,
             },
+            untyped: media_type.is_empty(),
         })
     };
     let index = |kind| -> Result<ParsedManifest, String> {
@@ -194,12 +197,14 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedManifest, String> {
             manifest: Manifest::Index {
                 manifests: descriptors(&root, "manifests")?,
             },
+            untyped: media_type.is_empty(),
         })
     };
     match (version, media_type.as_str()) {
         (1, _) => Ok(ParsedManifest {
             kind: ManifestKind::Schema1,
             manifest: Manifest::Schema1,
+            untyped: media_type.is_empty(),
         }),
         (2, SCHEMA2) => image(ManifestKind::Schema2),
         (2, OCI_MANIFEST) => image(ManifestKind::Oci),

@@ -305,6 +305,7 @@ fn every_time_comes_from_the_store() {
                 let timed = ns.lookup_timed(&p).unwrap();
                 let len = match &timed.node {
                     Node::File(c) => c.len(),
+                    Node::Link(target) => target.len() as u64,
                     Node::Dir => 0,
                 };
                 (p, len, timed.mtime)

@@ -71,6 +71,7 @@ fn served(ns: &Namespace, path: &str) -> Result<Vec<u8>, Error> {
             Ok(std::fs::read(&file.path).expect("read verified blob"))
         }
         Node::Dir => panic!("{path} is a folder"),
+        Node::Link(target) => panic!("{path} is a link to {target}"),
     }
 }
 

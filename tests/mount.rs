@@ -534,6 +534,64 @@ fn every_file_matches_cat_without_passthrough() {
     every_file_matches_cat(&["--no-passthrough", "--threads", "3"], false);
 }
 
+/// The links web servers resolve (a tag's `digest/`, `_catalog/page.<query>`): symlinks
+/// the kernel follows, found by lookup only, naming what `registryfs ls` names.
+#[test]
+fn digest_and_catalog_links_resolve_through_the_mount() {
+    require_fuse!();
+    let w = Watchdog::new();
+    let fx = Fixture::new();
+    let m = Mount::start(&w, &fx, &[], "mount.log");
+    let tag = m.mnt.join(HELLO).join("manifests/latest");
+    for kind in ["schema1", "schema2", "revision"] {
+        let link = tag.join("digest").join(kind);
+        let meta = fs::symlink_metadata(&link).expect("lstat the link");
+        assert!(meta.file_type().is_symlink(), "{kind}");
+        let target = fs::read_link(&link).expect("readlink");
+        let target = target.to_str().expect("UTF-8");
+        let digest = target
+            .strip_prefix(&format!("{kind}@"))
+            .expect("kind@digest");
+        assert!(
+            digest.starts_with("sha256:") && digest.len() == 71,
+            "{target}"
+        );
+        assert_eq!(
+            fs::read(&link).expect("read through the link"),
+            digest.as_bytes()
+        );
+        let real = fs::canonicalize(&link).expect("realpath");
+        assert_eq!(real, tag.join("digest").join(target));
+    }
+    let stored = fs::read_link(tag.join("digest/schema2")).expect("readlink");
+    let stored = stored
+        .to_str()
+        .expect("UTF-8")
+        .trim_start_matches("schema2@");
+    assert_eq!(
+        fs::read(
+            m.mnt
+                .join(HELLO)
+                .join("manifests")
+                .join(stored)
+                .join("schema2")
+        )
+        .expect("by digest"),
+        fs::read(tag.join("schema2")).expect("by tag")
+    );
+    assert!(!listing(&tag).iter().any(|n| n.starts_with("digest")));
+    assert!(!listing(&m.mnt).iter().any(|n| n.starts_with('_')));
+    let page = m.mnt.join("_catalog/page.n=1");
+    assert_eq!(
+        fs::read_link(&page).expect("readlink page").to_str(),
+        Some("more.last=demo%2Fhello&n=1")
+    );
+    assert_eq!(
+        fs::read(&page).expect("page"),
+        b"{\"repositories\":[\"demo/hello\"]}\n"
+    );
+}
+
 #[test]
 fn writes_are_refused_with_erofs() {
     require_fuse!();

@@ -104,6 +104,41 @@ fn manifest_list_tag_offers_the_platform_child() {
         ["list"]
     );
 
+    // The digests a web server sends by tag: stored, the child's, the payload's.
+    let link = |kind: &str| match ns.lookup(&format!("multi/manifests/latest/digest/{kind}")) {
+        Ok(Node::Link(target)) => target.to_string(),
+        other => panic!("{kind}: {other:?}"),
+    };
+    assert_eq!(link("list"), format!("list@{list_digest}"));
+    assert_eq!(link("revision"), format!("revision@{list_digest}"));
+    assert_eq!(link("schema2"), format!("schema2@{amd}"));
+    let schema1 = bytes(&ns, "multi/manifests/latest/schema1");
+    let payload_digest = link("schema1")["schema1@".len()..].to_string();
+    assert_ne!(
+        Digest::parse(&payload_digest).expect("digest"),
+        Digest::of(&schema1)
+    );
+    assert_eq!(
+        bytes(
+            &ns,
+            &format!("multi/manifests/latest/digest/schema1@{payload_digest}")
+        ),
+        payload_digest.as_bytes()
+    );
+    // Never by digest; not listed.
+    // A target carries the digest of its name only; the link is the state.
+    assert_eq!(
+        bytes(
+            &ns,
+            &format!("multi/manifests/latest/digest/schema2@{list_digest}")
+        ),
+        list_digest.as_str().as_bytes()
+    );
+    error(&ns, &format!("multi/manifests/{payload_digest}/schema1"));
+    error(&ns, &format!("multi/manifests/{list_digest}/digest/list"));
+    error(&ns, "multi/manifests/latest/digest/oci");
+    assert!(names(&ns, "multi/manifests/latest/digest").is_empty());
+
     let mut arm_settings = settings();
     arm_settings.platform = "linux/arm64".parse().expect("platform");
     let ns = s.open(arm_settings);

@@ -13,12 +13,14 @@
 //! Files are 0444 and folders 0555, owned by the store's owner: the mount is read-only
 //! and the kernel checks these modes itself (`default_permissions`).
 
-use super::inodes::{Inode, InodeKind};
+use super::inodes::{Inode, InodeKind, Source};
 use fuser::{FileAttr, FileType, INodeNo};
 use std::time::{Duration, SystemTime};
 
 pub const FILE_MODE: u16 = 0o444;
 pub const DIR_MODE: u16 = 0o555;
+/// Links are 0777 on Linux (permissions are the target's).
+pub const LINK_MODE: u16 = 0o777;
 /// What stat reports as the I/O size.
 const BLKSIZE: u32 = 4096;
 
@@ -73,6 +75,11 @@ pub fn attr(inode: &Inode, owner: Owner) -> FileAttr {
         // 1 is "subfolder count unknown" (as on btrfs): 2 would tell find/fts that a
         // folder has no subfolders and may be skipped.
         InodeKind::Dir => (FileType::Directory, DIR_MODE, 1, 0),
+        InodeKind::File {
+            len,
+            source: Source::Link,
+            ..
+        } => (FileType::Symlink, LINK_MODE, 1, len),
         InodeKind::File { len, .. } => (FileType::RegularFile, FILE_MODE, 1, len),
     };
     FileAttr {

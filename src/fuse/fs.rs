@@ -6,9 +6,9 @@
 use super::attr::{self, Owner, TtlPolicy};
 use super::changes::ChangeEpoch;
 use super::handles::{BackingShare, Handles, OpenMode};
-use super::inodes::{child_path, InodeKind, InodeTable, Source, Version, ROOT_INO};
+use super::inodes::{InodeKind, InodeTable, Source, Version, ROOT_INO};
 use crate::error::Error;
-use crate::namespace::{Content, DirEntry, Namespace, Node, TimedNode};
+use crate::namespace::{child_path, Content, DirEntry, Namespace, Node, TimedNode};
 use fuser::{
     AccessFlags, BackingId, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, FileType,
     Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner,
@@ -315,6 +315,11 @@ impl Filesystem for RegistryFs {
         if caps.contains(InitFlags::FUSE_PARALLEL_DIROPS) {
             let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         }
+        // A link inode stands for one target (a moved tag is a new inode), so the kernel
+        // may keep it: web servers resolve the digest links on every request.
+        if caps.contains(InitFlags::FUSE_CACHE_SYMLINKS) {
+            let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
+        }
         self.passthrough = false;
         if !self.want_passthrough {
             info!("passthrough off (--no-passthrough): blob reads go through the daemon");
@@ -354,6 +359,7 @@ impl Filesystem for RegistryFs {
                 let (kind, content) = match &node {
                     Node::Dir => (InodeKind::Dir, None),
                     Node::File(content) => (Version::of(content, mtime), Some(content)),
+                    Node::Link(target) => (Version::of_link(target, mtime), None),
                 };
                 let Some(mut inode) = self.inodes.remember(parent.0, name, kind, immutable, mtime)
                 else {
@@ -458,6 +464,11 @@ impl Filesystem for RegistryFs {
                 Ok(Content::Bytes(_)) => reply.error(Errno::ESTALE),
                 Err(e) => reply.error(e),
             },
+            // The kernel resolves links itself; only O_PATH-like misuse gets here.
+            InodeKind::File {
+                source: Source::Link,
+                ..
+            } => reply.error(Errno::ELOOP),
         }
     }
 
@@ -645,11 +656,34 @@ impl Filesystem for RegistryFs {
         reply.ok();
     }
 
-    // No symlinks, locks are the kernel's, and the rest has no meaning here. Answered
-    // explicitly so fuser's defaults do not log "not implemented" for each call.
-    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
-        reply.error(Errno::EINVAL);
+    /// The target of a link (`namespace::digests`), made again and checked to be what
+    /// the inode stands for (a moved tag is a new inode).
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let Some((inode, path)) = self.inodes.get_with_path(ino.0) else {
+            return reply.error(Errno::ESTALE);
+        };
+        if !matches!(
+            inode.kind,
+            InodeKind::File {
+                source: Source::Link,
+                ..
+            }
+        ) {
+            return reply.error(Errno::EINVAL);
+        }
+        match self.ns.lookup_timed(&path) {
+            Ok(TimedNode {
+                node: Node::Link(target),
+                mtime,
+            }) if Version::of_link(&target, mtime) == inode.kind => reply.data(target.as_bytes()),
+            Ok(_) => reply.error(Errno::ESTALE),
+            Err(e) if e.is_not_found() => reply.error(Errno::ESTALE),
+            Err(e) => reply.error(errno_for(&e, &path)),
+        }
     }
+
+    // Locks are the kernel's, and the rest has no meaning here. Answered explicitly so
+    // fuser's defaults do not log "not implemented" for each call.
 
     fn lseek(
         &self,

@@ -51,6 +51,7 @@ const CHILDREN_MASK: u32 = DIR_IMMUTABLE - 1;
 
 const FILE_IMMUTABLE: u64 = 1 << 63;
 const FILE_BLOB: u64 = 1 << 62;
+const FILE_LINK: u64 = 1 << 61;
 const LEN_MASK: u64 = (1 << 56) - 1;
 
 /// How a file's bytes are produced again when it is opened.
@@ -60,6 +61,8 @@ pub enum Source {
     Bytes,
     /// A blob file on disk.
     Blob,
+    /// A symbolic link; its target is the bytes (made again on readlink).
+    Link,
 }
 
 /// 64 bits of the SHA-256 of a file's bytes (or of a blob's digest) and of its time:
@@ -80,6 +83,15 @@ impl Version {
         let mut first = [0u8; 8];
         first.copy_from_slice(&hash[..8]);
         Version(u64::from_le_bytes(first))
+    }
+
+    /// The kind, length and version of a symbolic link to `target` at its store time.
+    pub fn of_link(target: &str, mtime: SystemTime) -> InodeKind {
+        InodeKind::File {
+            len: target.len() as u64,
+            source: Source::Link,
+            version: Version::of_bytes(target.as_bytes(), mtime),
+        }
     }
 
     /// The kind, length and version of a file's content at its store time. Generated
@@ -344,8 +356,10 @@ fn is_file(ino: u64) -> bool {
 
 fn len_flags(len: u64, source: Source, immutable: bool) -> u64 {
     let mut v = len & LEN_MASK;
-    if source == Source::Blob {
-        v |= FILE_BLOB;
+    match source {
+        Source::Blob => v |= FILE_BLOB,
+        Source::Link => v |= FILE_LINK,
+        Source::Bytes => {}
     }
     if immutable {
         v |= FILE_IMMUTABLE;
@@ -421,6 +435,8 @@ impl Inner {
                     len: r.len_flags & LEN_MASK,
                     source: if r.len_flags & FILE_BLOB != 0 {
                         Source::Blob
+                    } else if r.len_flags & FILE_LINK != 0 {
+                        Source::Link
                     } else {
                         Source::Bytes
                     },
@@ -820,15 +836,6 @@ impl InodeTable {
     }
 }
 
-/// `parent/name` in namespace form.
-pub fn child_path(parent: &str, name: &str) -> String {
-    if parent.is_empty() {
-        name.to_string()
-    } else {
-        format!("{parent}/{name}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1142,11 +1149,5 @@ mod tests {
         table.remember(ROOT_INO, "f", bytes(b"1"), false, t(1));
         table.forget(a.ino, u64::MAX, |_| panic!("pinned"));
         assert!(table.get(a.ino).is_some());
-    }
-
-    #[test]
-    fn paths() {
-        assert_eq!(child_path("", "demo"), "demo");
-        assert_eq!(child_path("demo", "hello"), "demo/hello");
     }
 }

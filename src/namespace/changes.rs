@@ -3,6 +3,7 @@
 //! named, so that a mount can drop them from the kernel's caches at once instead of
 //! waiting for their lifetimes to run out.
 
+use super::catalog;
 use super::crane::{repo_id, times::TreeChange, APP, WEB};
 use super::Namespace;
 use crate::watch::StoreChange;
@@ -62,14 +63,21 @@ impl Namespace {
                 Stale::Folder(APP.into()),
                 Stale::Folder(WEB.into()),
             ],
+            // The catalog lists repositories: whether a folder is one may have changed.
             StoreChange::Repository(name) => {
                 let (parent, leaf) = split_name(name);
-                vec![entry(parent, leaf), Stale::Folder(parent.into())]
+                vec![
+                    entry(parent, leaf),
+                    Stale::Folder(parent.into()),
+                    entry("", catalog::FOLDER),
+                ]
             }
             StoreChange::Children(_) if crane => {
                 vec![Stale::Folder(APP.into()), Stale::Folder(WEB.into())]
             }
-            StoreChange::Children(prefix) => vec![Stale::Folder(prefix.clone())],
+            StoreChange::Children(prefix) => {
+                vec![Stale::Folder(prefix.clone()), entry("", catalog::FOLDER)]
+            }
             StoreChange::Everything if crane => vec![entry("", APP), entry("", WEB)],
             StoreChange::Everything => {
                 let mut out = vec![Stale::Folder(String::new())];

@@ -9,8 +9,10 @@
 //! Repository names nest as folders. Both the CLI (`ls`, `cat`) and the FUSE adapter
 //! answer from here, so they always agree.
 
+pub mod catalog;
 mod changes;
 pub mod crane;
+pub mod digests;
 mod path;
 mod representations;
 
@@ -26,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 pub use changes::Stale;
-pub use path::{Location, Reference, REPOSITORY_SECTIONS};
+pub use path::{child_path, Location, Reference, REPOSITORY_SECTIONS};
 use representations::Schema1Key;
 
 /// How schema1 documents are produced.
@@ -68,6 +70,8 @@ impl Content {
 pub enum Node {
     Dir,
     File(Content),
+    /// A symbolic link, with its (relative) target ([`digests`]).
+    Link(Arc<str>),
 }
 
 /// What a path names, and its modification time. Times come from the store, never from
@@ -94,6 +98,13 @@ impl TimedNode {
     fn file(content: Content, mtime: SystemTime) -> TimedNode {
         TimedNode {
             node: Node::File(content),
+            mtime,
+        }
+    }
+
+    fn link(target: Arc<str>, mtime: SystemTime) -> TimedNode {
+        TimedNode {
+            node: Node::Link(target),
             mtime,
         }
     }
@@ -141,7 +152,7 @@ struct FileIdentity {
 }
 
 /// A generated schema1 document, or why there is none (cached either way).
-type Schema1Result = std::result::Result<Arc<[u8]>, String>;
+type Schema1Result = std::result::Result<representations::Schema1Doc, String>;
 
 /// The empty-layer tar is served from memory where the store has no data for it; its
 /// bytes never change, so its time is fixed too.
@@ -255,7 +266,42 @@ impl Namespace {
                 let mtime = self.folder_time(Folder::Tags(repo))?;
                 Ok(TimedNode::file(Content::Bytes(bytes), mtime))
             }
+            Location::TagDigest(p) => self.digest_lookup(p, path),
+            Location::Catalog(node) => self.catalog_lookup(node, path),
         }
+    }
+
+    /// Walks the repository-name folders below `from` (itself included), calling `visit`
+    /// with each name and whether it is a repository.
+    fn walk_repository_folders(
+        &self,
+        from: &str,
+        mut visit: impl FnMut(&str, bool) -> Result<()>,
+    ) -> Result<()> {
+        let mut pending = vec![from.to_string()];
+        while let Some(prefix) = pending.pop() {
+            let is_repository = !prefix.is_empty() && self.store.is_repository(&prefix)?;
+            visit(&prefix, is_repository)?;
+            for child in self.store.child_names(&prefix)? {
+                pending.push(child_path(&prefix, &child));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every repository, and the newest time of the repository-name folders (the time of
+    /// a listing of every repository, which grows when one is added or removed).
+    fn repositories_with_time(&self) -> Result<(Vec<String>, SystemTime)> {
+        let mut names = Vec::new();
+        let mut newest = SystemTime::UNIX_EPOCH;
+        self.walk_repository_folders("", |name, is_repository| {
+            newest = newest.max(self.folder_time(Folder::Names(name))?);
+            if is_repository {
+                names.push(name.to_string());
+            }
+            Ok(())
+        })?;
+        Ok((names, newest))
     }
 
     /// When `folder`'s listing last changed; the epoch for a folder the store lacks (an
@@ -347,7 +393,14 @@ impl Namespace {
                 Some(_) => vec![file("list")],
                 None => Vec::new(),
             },
-            Location::ManifestFile(..) | Location::Blob(..) | Location::TagList(..) => {
+            // Found by lookup only (see `digests`).
+            Location::TagDigest(p) if p.is_dir() => Vec::new(),
+            Location::Catalog(node) if node.is_dir() => Vec::new(),
+            Location::ManifestFile(..)
+            | Location::Blob(..)
+            | Location::TagList(..)
+            | Location::TagDigest(_)
+            | Location::Catalog(_) => {
                 return Err(Error::Usage(format!("{path}: not a folder")));
             }
         };

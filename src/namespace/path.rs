@@ -6,6 +6,15 @@ use crate::grammar::is_tag;
 use crate::manifest::ManifestKind;
 use crate::store::Store;
 
+/// `parent/name` in namespace form ("" is the root).
+pub fn child_path(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
 /// What a manifest folder is named after.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Reference {
@@ -45,6 +54,10 @@ pub enum Location {
     Blob(String, Digest),
     Tags(String),
     TagList(String),
+    /// A path of `_catalog` ([`super::catalog`]).
+    Catalog(super::catalog::CatalogNode),
+    /// A path of a tag's `digest` folder ([`super::digests`]).
+    TagDigest(super::digests::DigestPath),
 }
 
 /// Folder names a repository shows; a nested repository with one of these names is
@@ -53,14 +66,21 @@ pub const REPOSITORY_SECTIONS: [&str; 3] = ["blobs", "manifests", "tags"];
 
 impl Location {
     pub fn is_dir(&self) -> bool {
-        !matches!(
-            self,
-            Location::ManifestFile(..) | Location::Blob(..) | Location::TagList(..)
-        )
+        match self {
+            Location::TagDigest(p) => p.is_dir(),
+            Location::Catalog(node) => node.is_dir(),
+            _ => !matches!(
+                self,
+                Location::ManifestFile(..) | Location::Blob(..) | Location::TagList(..)
+            ),
+        }
     }
 
     /// Whether the content can never change: it is named by a digest.
     pub fn is_immutable(&self) -> bool {
+        if let Location::TagDigest(p) = self {
+            return p.is_immutable();
+        }
         matches!(
             self,
             Location::ManifestDir(_, Reference::Digest(_))
@@ -75,6 +95,11 @@ impl Location {
     pub fn parse(store: &dyn Store, path: &str) -> Result<Location> {
         let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
         let not_found = || Error::NotFound(path.to_string());
+        if parts.first() == Some(&super::catalog::FOLDER) {
+            return super::catalog::CatalogNode::parse(&parts[1..])
+                .map(Location::Catalog)
+                .ok_or_else(not_found);
+        }
         // Most paths are inside a repository: find its section first, with one store
         // check instead of one per component. The walk below decides the same way: it
         // stops at the first section whose prefix is a repository, and the folders on
@@ -105,6 +130,9 @@ impl Location {
     fn in_repository(repo: String, section: &str, rest: &[&str]) -> Option<Location> {
         match (section, rest) {
             ("manifests", []) => Some(Location::Manifests(repo)),
+            ("manifests", [r, super::digests::FOLDER, rest @ ..]) => {
+                super::digests::DigestPath::parse(&repo, r, rest).map(Location::TagDigest)
+            }
             ("manifests", [r]) => Some(Location::ManifestDir(repo, Reference::parse(r)?)),
             ("manifests", [r, kind]) => Some(Location::ManifestFile(
                 repo,
@@ -120,5 +148,16 @@ impl Location {
             ("tags", ["list"]) => Some(Location::TagList(repo)),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_paths() {
+        assert_eq!(child_path("", "demo"), "demo");
+        assert_eq!(child_path("demo", "hello"), "demo/hello");
     }
 }

@@ -19,6 +19,16 @@ use super::path::Reference;
 #[derive(Debug)]
 pub struct Representations {
     pub files: BTreeMap<ManifestKind, Arc<[u8]>>,
+    /// The `Docker-Content-Digest` registry 2.8.2 sends with each file: the stored
+    /// manifest's, a list's platform child's, or a converted schema1's payload digest
+    /// (the document without its signatures).
+    pub digests: BTreeMap<ManifestKind, Digest>,
+    /// The revision the reference names (for a tag: its link), which registry 2.8.2
+    /// compares `If-None-Match` with.
+    pub revision: Digest,
+    /// An OCI index stored without `mediaType`: registry 2.8.2 serves it whatever the
+    /// client accepts (its OCI gate tests the declared type).
+    pub any_accept: bool,
     pub no_schema1_because: Option<String>,
     /// The folder's and its files' time: by tag, when the tag was last pushed (every file
     /// of it is a function of where the tag points); by digest, when the manifest was
@@ -27,14 +37,34 @@ pub struct Representations {
 }
 
 impl Representations {
-    fn insert(&mut self, kind: ManifestKind, bytes: Arc<[u8]>) {
+    fn new(revision: Digest, mtime: SystemTime) -> Representations {
+        Representations {
+            files: BTreeMap::new(),
+            digests: BTreeMap::new(),
+            revision,
+            any_accept: false,
+            no_schema1_because: None,
+            mtime,
+        }
+    }
+
+    fn insert(&mut self, kind: ManifestKind, bytes: Arc<[u8]>, digest: Digest) {
         self.files.insert(kind, bytes);
+        self.digests.insert(kind, digest);
     }
 
     fn refuse_schema1(mut self, reason: impl Into<String>) -> Option<Representations> {
         self.no_schema1_because = Some(reason.into());
         Some(self)
     }
+}
+
+/// A converted schema1 document: the signed bytes served, and the digest registry 2.8.2
+/// names it by (of the payload, i.e. without the signatures).
+#[derive(Clone, Debug)]
+pub struct Schema1Doc {
+    pub signed: Arc<[u8]>,
+    pub payload_digest: Digest,
 }
 
 /// What a schema1 document depends on, so a cached one is never served for other inputs.
@@ -89,19 +119,17 @@ impl Namespace {
         else {
             return Ok(None);
         };
-        let mut out = Representations {
-            files: BTreeMap::new(),
-            no_schema1_because: None,
-            mtime: tag_mtime.unwrap_or(stored_mtime),
-        };
+        let mut out = Representations::new(digest.clone(), tag_mtime.unwrap_or(stored_mtime));
         if parsed.kind == ManifestKind::Schema1 {
             out.insert(
                 ManifestKind::Schema1,
                 self.sign_stored_schema1(repo, &digest, &bytes)?,
+                digest,
             );
             return Ok(Some(out));
         }
-        out.insert(parsed.kind, bytes.clone());
+        out.insert(parsed.kind, bytes.clone(), digest.clone());
+        out.any_accept = parsed.kind == ManifestKind::OciIndex && parsed.untyped;
         let Reference::Tag(tag) = reference else {
             return Ok(out.refuse_schema1(
                 "schema1 is generated for tags only; a digest names the stored bytes",
@@ -123,11 +151,12 @@ impl Namespace {
                     out.insert(
                         ManifestKind::Schema1,
                         self.sign_stored_schema1(repo, &child_digest, &child_bytes)?,
+                        child_digest,
                     );
                     return Ok(Some(out));
                 }
                 if matches!(child_parsed.kind, ManifestKind::Schema2 | ManifestKind::Oci) {
-                    out.insert(child_parsed.kind, child_bytes.clone());
+                    out.insert(child_parsed.kind, child_bytes.clone(), child_digest.clone());
                 }
                 (child_digest, child_parsed)
             }
@@ -147,7 +176,7 @@ impl Namespace {
             );
         }
         match self.converted_schema1(repo, tag, &image_digest, config, layers) {
-            Ok(doc) => out.insert(ManifestKind::Schema1, doc),
+            Ok(doc) => out.insert(ManifestKind::Schema1, doc.signed, doc.payload_digest),
             Err(reason) => return Ok(out.refuse_schema1(reason)),
         }
         Ok(Some(out))
@@ -198,7 +227,7 @@ impl Namespace {
         manifest_digest: &Digest,
         config: &Descriptor,
         layers: &[Descriptor],
-    ) -> std::result::Result<Arc<[u8]>, String> {
+    ) -> std::result::Result<Schema1Doc, String> {
         let key = Schema1Key {
             repo: repo.to_string(),
             tag: tag.to_string(),
@@ -230,7 +259,7 @@ impl Namespace {
         tag: &str,
         config: &Descriptor,
         layers: &[Descriptor],
-    ) -> std::result::Result<Arc<[u8]>, String> {
+    ) -> std::result::Result<Schema1Doc, String> {
         if !self.config.allow_foreign_layers {
             if let Some(foreign) = layers.iter().find(|l| manifest::is_foreign_layer(l)) {
                 return Err(format!(
@@ -249,7 +278,10 @@ impl Namespace {
         let payload = schema1::build_payload(repo, tag, &layer_digests, &config.bytes)
             .map_err(|e| format!("{e} (config {})", config.path.display()))?;
         let signed = schema1::jws::sign(&payload.bytes, &self.config.key, &payload.signing_time)?;
-        Ok(signed.into())
+        Ok(Schema1Doc {
+            signed: signed.into(),
+            payload_digest: Digest::of(&payload.bytes),
+        })
     }
 
     /// A config blob linked into the repository, read whole and checked.

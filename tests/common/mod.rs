@@ -185,5 +185,6 @@ pub fn bytes(ns: &Namespace, path: &str) -> Vec<u8> {
             std::fs::read(&file.path).expect("read blob")
         }
         Node::Dir => panic!("{path} is a folder"),
+        Node::Link(target) => panic!("{path} is a link to {target}"),
     }
 }

@@ -91,9 +91,14 @@ ACCEPTS = dict(TAG_ACCEPTS)
 
 # Differences from registry 2.8.2 that static files cannot remove (docs/httpd.md).
 KNOWN = {
-    "tag-digest": "no Docker-Content-Digest/Etag for a manifest requested by tag (the server cannot know it)",
-    "index-no-mediatype": "an OCI index stored without mediaType goes to clients that do not accept OCI indexes "
-    "as 404 (registry: served anyway; the mount does not tell the two apart)",
+    "apache-inm-unknown-digest": "If-None-Match with the requested digest, not in the repository: the registry "
+    "answers 304 without looking, Apache needs a file to answer from (404)",
+    "nginx-inm-star": "nginx answers `If-None-Match: *` on a manifest with 304 (stock nginx's not-modified filter; "
+    "the registry compares with the digest and answers 200)",
+    "nginx-304-length": "nginx's 304 carries Content-Length: 0 (a `return 304` in stock nginx; the registry sends none)",
+    "apache-head-error-length": "Apache answers HEAD of an error (and HEAD /v2/) without Content-Length "
+    "(registry: the body's length; Apache sends none for an ErrorDocument, and one set by mod_headers "
+    "would be a second one)",
     "no-rootfs": "config without rootfs: registry 2.8.2 panics and closes the connection; we answer 400 MANIFEST_INVALID",
     "error-detail": "a refused schema1 conversion answers 400 MANIFEST_INVALID with detail {} "
     "(the registry's detail names the Go error, e.g. {\"Offset\":10})",
@@ -174,14 +179,16 @@ class Checker:
 
     # -- comparisons -------------------------------------------------------
 
-    def compare(self, reg, ours, kind, by_digest=False, method="GET"):
+    def compare(self, reg, ours, kind, by_digest=False, method="GET", inm=None):
         """Problems and known differences of our answer against the registry's.
         kind: "manifest", "blob", "tags", "other"."""
         problems, known = [], []
+        if len(ours.all("content-length")) > 1:
+            problems.append(f"{len(ours.all('content-length'))} Content-Length headers {ours.all('content-length')}")
         if ours.header("docker-distribution-api-version") != "registry/2.0":
             problems.append(f"Docker-Distribution-Api-Version {ours.header('docker-distribution-api-version')!r}")
         if reg.status != ours.status:
-            k = self.known_status_difference(reg, ours, kind)
+            k = self.known_status_difference(reg, ours, kind, inm)
             if k:
                 return problems, [k]
             problems.append(f"status {ours.status} (registry {reg.status}: {reg.body[:160]!r}; ours {ours.body[:160]!r})")
@@ -193,7 +200,9 @@ class Checker:
             if method == "HEAD":
                 if ours.body:
                     problems.append("HEAD answered with a body")
-                if ours.header("content-length") != reg.header("content-length") and ct_reg != MT_SCHEMA1_SIGNED:
+                if ours.header("content-length") is None and kind == "other":
+                    known.append("apache-head-error-length")
+                elif ours.header("content-length") != reg.header("content-length") and ct_reg != MT_SCHEMA1_SIGNED:
                     problems.append(f"Content-Length {ours.header('content-length')}, registry {reg.header('content-length')}")
             elif ct_reg == MT_SCHEMA1_SIGNED:
                 problems += self.compare_schema1(reg, ours)
@@ -206,15 +215,12 @@ class Checker:
                 if "Accept" not in ", ".join(ours.all("vary")):
                     problems.append(f"no Vary: Accept ({ours.all('vary')})")
                 dcd_reg, dcd_ours = reg.header("docker-content-digest"), ours.header("docker-content-digest")
-                if by_digest:
-                    if dcd_ours != dcd_reg:
-                        problems.append(f"Docker-Content-Digest {dcd_ours}, registry {dcd_reg}")
-                    if ours.header("etag") != reg.header("etag"):
-                        problems.append(f"Etag {ours.header('etag')}, registry {reg.header('etag')}")
-                elif dcd_ours is None:
-                    known.append("tag-digest")
-                elif dcd_ours != dcd_reg:
+                if dcd_ours != dcd_reg:
                     problems.append(f"Docker-Content-Digest {dcd_ours}, registry {dcd_reg}")
+                if ours.all("etag") != reg.all("etag"):
+                    problems.append(f"Etag {ours.all('etag')}, registry {reg.all('etag')}")
+                if method == "GET" and ct_reg != MT_SCHEMA1_SIGNED and dcd_ours and sha256(ours.body) != dcd_ours:
+                    problems.append(f"body hashes to {sha256(ours.body)}, not its Docker-Content-Digest")
             if kind == "blob":
                 for h in ("docker-content-digest", "etag", "cache-control", "content-range"):
                     if ours.header(h) != reg.header(h):
@@ -224,9 +230,18 @@ class Checker:
                 problems.append(f"Content-Range {ours.header('content-range')!r}, registry {reg.header('content-range')!r}")
             if ours.body != reg.body:
                 known.append("range-416-body")
+        elif reg.status == 304:
+            problems, known = self.compare_not_modified(reg, ours, problems)
         else:
             if ct_reg != ct_ours:
                 problems.append(f"error Content-Type {ct_ours!r}, registry {ct_reg!r}")
+            if method == "HEAD" and ours.header("content-length") != reg.header("content-length"):
+                if reg.status == 400 and kind == "manifest":
+                    known.append("error-detail")
+                elif ours.header("content-length") is None:
+                    known.append("apache-head-error-length")
+                else:
+                    problems.append(f"HEAD Content-Length {ours.header('content-length')}, registry {reg.header('content-length')}")
             if method == "GET" and reg.body != ours.body:
                 er, eo = error_triplet(reg), error_triplet(ours)
                 if er and eo and er[:2] == eo[:2] and er[0] == "MANIFEST_INVALID":
@@ -235,15 +250,45 @@ class Checker:
                     problems.append(f"error body {ours.body[:200]!r}, registry {reg.body[:200]!r}")
         return problems, known
 
-    def known_status_difference(self, reg, ours, kind):
+    def compare_not_modified(self, reg, ours, problems):
+        """A 304: the registry's validators and digest (blobs), no type, no body."""
+        known = []
+        for h in ("docker-content-digest", "etag", "cache-control", "content-type"):
+            if ours.all(h) != reg.all(h):
+                problems.append(f"304 {h} {ours.all(h)}, registry {reg.all(h)}")
+        if ours.body:
+            problems.append("304 with a body")
+        if ours.all("content-length") != reg.all("content-length"):
+            if ours.all("content-length") == ["0"]:
+                known.append("nginx-304-length")
+            else:
+                problems.append(f"304 Content-Length {ours.all('content-length')}, registry {reg.all('content-length')}")
+        return problems, known
+
+    def check_conditional(self, label, path, kind, values, combos=("no Accept",)):
+        """GET and HEAD with each If-None-Match value, against the registry (not the
+        nginx without njs: it differs in Accept only)."""
+        for combo in combos:
+            lines = ACCEPTS[combo]
+            for value in values:
+                headers = [("Accept", a) for a in lines] + [("If-None-Match", value)]
+                for method in ("GET", "HEAD"):
+                    reg = request(self.reg.port, method, path, headers)
+                    for name, port in self.servers.items():
+                        if name == "nginx-plain":
+                            continue
+                        ours = request(port, method, path, headers)
+                        problems, known = self.compare(reg, ours, kind, method=method, inm=value)
+                        self.report.check(f"{name} {method} {label} [{combo}] If-None-Match: {value[:24]}", problems, known)
+
+    def known_status_difference(self, reg, ours, kind, inm=None):
         # HEAD answers have no body: judge them by status and type alone.
         eo = error_triplet(ours) or (None, None, None)
         head = not ours.body
+        if kind == "manifest" and inm == "*" and reg.status == 200 and ours.status == 304:
+            return "nginx-inm-star"
         if kind == "manifest" and reg.status == 0 and ours.status == 400 and (head or eo[0] == "MANIFEST_INVALID"):
             return "no-rootfs"
-        if (kind == "manifest" and reg.status == 200 and reg.header("content-type") == MT_OCI_INDEX
-                and ours.status == 404 and (head or (eo[1] or "").startswith("OCI index found"))):
-            return "index-no-mediatype"
         return None
 
     def compare_schema1(self, reg, ours):
@@ -291,6 +336,17 @@ class Checker:
                             problems.append(f"HEAD Content-Length {ours.header('content-length')}, GET has {len(got.body)} bytes")
                     self.report.check(f"{name} HEAD {repo}:{ref} [{combo}]", problems, known)
 
+    def check_manifest_conditional(self, repo, ref):
+        """If-None-Match with the digests a client could hold: the revision, the digest
+        served to this client, bare, quoted, weak, listed, and `*`."""
+        path = f"/v2/{repo}/manifests/{ref}"
+        revision = self.reg_req("GET", path, [MT_SCHEMA2, MT_LIST, MT_OCI, MT_OCI_INDEX]).header("docker-content-digest")
+        served = self.reg_req("GET", path).header("docker-content-digest")
+        values = ["*", f'"{ZERO_DIGEST}"']
+        for d in dict.fromkeys(x for x in (revision, served) if x):
+            values += [f'"{d}"', d, f'W/"{d}"', f'"{d}", "x"']
+        self.check_conditional(f"{repo}:{ref}", path, "manifest", values, combos=HEAD_ACCEPTS)
+
     def referenced_blobs(self, repo, digest):
         r = self.reg_req("GET", f"/v2/{repo}/manifests/{digest}", [MT_SCHEMA2, MT_LIST, MT_OCI, MT_OCI_INDEX])
         if r.status != 200:
@@ -315,6 +371,10 @@ class Checker:
             head = request(port, "HEAD", path)
             problems, known = self.compare(self.reg_req("HEAD", path), head, "blob", method="HEAD")
             self.report.check(f"{name} HEAD {repo}@{digest[:19]} blob", problems, known)
+            if ranges:
+                values = [f'"{digest}"', digest, f'W/"{digest}"', "*", f'"x", "{digest}"', f'x, "{digest}"',
+                          f'"{ZERO_DIGEST}"']
+                self.check_conditional(f"{repo}@{digest[:19]} blob", path, "blob", values)
             if ranges and reg.status == 200:
                 for rng in ("bytes=0-9", "bytes=5-", "bytes=-7", f"bytes={len(reg.body) + 100}-"):
                     rr = request(self.reg.port, "GET", path, [("Range", rng)])
@@ -332,6 +392,7 @@ class Checker:
         tags = json.loads(r.body)["tags"] if r.status == 200 else []
         for tag in sorted(tags or []):
             self.check_manifest("", repo, tag, [c for c, _ in TAG_ACCEPTS], by_digest=False)
+            self.check_manifest_conditional(repo, tag)
         # Every stored revision, and deleted ones (the registry 404s them).
         digests = set(pushed)
         rev_dir = os.path.join(self.reg.root, "docker/registry/v2/repositories", repo, "_manifests/revisions/sha256")
@@ -340,12 +401,51 @@ class Checker:
         blobs = set()
         for d in sorted(digests):
             self.check_manifest("(digest)", repo, d, DIGEST_ACCEPTS, by_digest=True)
+            self.check_manifest_conditional(repo, d)
             blobs |= set(self.referenced_blobs(repo, d))
         layers_dir = os.path.join(self.reg.root, "docker/registry/v2/repositories", repo, "_layers/sha256")
         if os.path.isdir(layers_dir):
             blobs |= {"sha256:" + h for h in os.listdir(layers_dir)}
         for i, b in enumerate(sorted(blobs)):
             self.check_blob(repo, b, ranges=(i == 0))
+
+    def check_catalog(self):
+        """/v2/_catalog: pages (n, last, Link, the default and maximum page sizes, the
+        order), every page of a walk along the Link headers, HEAD (405). The store holds
+        more repositories than a default page (push_catalog_filler)."""
+        total = len(json.loads(self.reg_req("GET", "/v2/_catalog?n=1000").body)["repositories"])
+        self.report.check(f"registry _catalog holds {total} repositories, more than the default page of 100",
+                          [] if total > 100 else [f"only {total}"])
+        queries = ["", "?n=0", "?n=1", "?n=2", "?n=1000", "?n=1001", "?n=%2B3", "?n=-1", "?n=x", "?n=99999999999999999999",
+                   "?last=", "?last=a", "?last=a-", "?last=a%2Fb", "?n=2&last=a%2Fb%2Fc", "?last=zzz", "?n=3&last=oci",
+                   "?n=2&n=5", "?last=single&n=1", "?n=1;x", "?n=2&last=%zz", "?last=catalog%2Ffill-05",
+                   "?n=100&last=catalog"]
+        for q in queries:
+            path = f"/v2/_catalog{q}"
+            reg = self.reg_req("GET", path)
+            for name, port in self.servers.items():
+                ours = request(port, "GET", path)
+                problems, known = self.compare(reg, ours, "catalog")
+                if ours.all("link") != reg.all("link"):
+                    problems.append(f"Link {ours.all('link')}, registry {reg.all('link')}")
+                self.report.check(f"{name} GET {path}", problems, known)
+        for n in (1, 7, 50, 100):
+            for name, port in self.servers.items():
+                path, pages, problems = f"/v2/_catalog?n={n}", 0, []
+                while path and pages < 500:
+                    reg, ours = self.reg_req("GET", path), request(port, "GET", path)
+                    if (reg.status, reg.body, reg.all("link")) != (ours.status, ours.body, ours.all("link")):
+                        problems.append(f"{path}: {ours.status} {ours.body[:80]!r} {ours.all('link')}, "
+                                        f"registry {reg.status} {reg.body[:80]!r} {reg.all('link')}")
+                        break
+                    link = reg.header("link")
+                    path = link[1:link.index(">")] if link else None
+                    pages += 1
+                self.report.check(f"{name} _catalog walk n={n} ({pages} pages)", problems)
+        reg = self.reg_req("HEAD", "/v2/_catalog")
+        for name, port in self.servers.items():
+            problems, known = self.compare(reg, request(port, "HEAD", "/v2/_catalog"), "other", method="HEAD")
+            self.report.check(f"{name} HEAD /v2/_catalog", problems, known)
 
     def check_negative(self, repo):
         """Unknown tag, digest, blob, repository; the root and unrouted paths."""
@@ -355,6 +455,9 @@ class Checker:
             ("GET", f"/v2/{repo}/manifests/no-such-tag", "manifest"),
             ("HEAD", f"/v2/{repo}/manifests/no-such-tag", "manifest"),
             ("GET", f"/v2/{repo}/manifests/{ZERO_DIGEST}", "manifest"),
+            ("HEAD", f"/v2/{repo}/manifests/{ZERO_DIGEST}", "manifest"),
+            ("HEAD", "/v2/no/such/repo/tags/list", "tags"),
+            ("HEAD", f"/v2/{repo}/nothing", "other"),
             ("GET", f"/v2/no/such/repo/manifests/latest", "manifest"),
             ("GET", f"/v2/{repo}/blobs/{ZERO_DIGEST}", "blob"),
             ("HEAD", f"/v2/{repo}/blobs/{ZERO_DIGEST}", "blob"),
@@ -367,6 +470,18 @@ class Checker:
             for name, port in self.servers.items():
                 problems, known = self.compare(reg, request(port, method, path), kind, method=method)
                 self.report.check(f"{name} {method} {path}", problems, known)
+        # If-None-Match with a digest the repository does not hold: the registry answers
+        # 304 without looking.
+        path = f"/v2/{repo}/manifests/{ZERO_DIGEST}"
+        for method in ("GET", "HEAD"):
+            reg = request(self.reg.port, method, path, [("If-None-Match", f'"{ZERO_DIGEST}"')])
+            for name, port in self.servers.items():
+                ours = request(port, method, path, [("If-None-Match", f'"{ZERO_DIGEST}"')])
+                if name == "apache" and reg.status == 304 and ours.status == 404:
+                    problems, known = [], ["apache-inm-unknown-digest"]
+                else:
+                    problems, known = self.compare(reg, ours, "manifest", method=method)
+                self.report.check(f"{name} {method} {path} If-None-Match: itself", problems, known)
         # Upper-case hex: nothing is served anywhere; Debian's registry build
         # answers 500/400 where upstream 2.8.2 answers 404.
         up = "sha256:" + "A" * 64
@@ -455,6 +570,57 @@ def check_skopeo(reg, servers, workdir, report):
             report.check(f"{name} skopeo copy {ref} to dir: equals the registry's copy", problems)
 
 
+PULL_STYLES = {
+    # Docker's distribution client: one Accept line per type; trusts the header.
+    "docker": (ACCEPTS["lines as Docker (schema1 first)"], False),
+    # containerd: one line with */*; trusts the header only with a Content-Length.
+    "containerd": (ACCEPTS["all+*/* one line (containerd)"], True),
+}
+
+
+def pull_requests(port, repo, tag, style):
+    """The manifest requests a pull makes: HEAD by tag; the digest from
+    Docker-Content-Digest, else GET by tag and hash the body; then GET by digest
+    (and the linux/amd64 child of an index by digest). Returns (count, digests)."""
+    lines, wants_length = PULL_STYLES[style]
+    accept = [("Accept", a) for a in lines]
+    head = request(port, "HEAD", f"/v2/{repo}/manifests/{tag}", accept)
+    count, digests = 1, []
+    digest = head.header("docker-content-digest")
+    if head.status != 200:
+        return count, digests
+    if not digest or (wants_length and head.header("content-length") is None):
+        got = request(port, "GET", f"/v2/{repo}/manifests/{tag}", accept)
+        count += 1
+        digest = sha256(got.body)
+    while digest:
+        got = request(port, "GET", f"/v2/{repo}/manifests/{digest}", accept)
+        count += 1
+        digests.append(digest)
+        digest = None
+        if got.status == 200 and got.header("content-type") in (MT_LIST, MT_OCI_INDEX):
+            for m in json.loads(got.body).get("manifests", []):
+                p = m.get("platform", {})
+                if (p.get("os"), p.get("architecture")) == ("linux", "amd64"):
+                    digest = m["digest"]
+                    break
+    return count, digests
+
+
+def check_pull_requests(reg, servers, report, refs):
+    """A Docker-style and a containerd-style pull cost as many requests through the
+    servers as through the registry, and resolve the same digests."""
+    for repo, tag in refs:
+        for style in PULL_STYLES:
+            want = pull_requests(reg.port, repo, tag, style)
+            for name, port in servers.items():
+                if name == "nginx-plain":
+                    continue
+                got = pull_requests(port, repo, tag, style)
+                problems = [] if got == want else [f"{got[0]} requests for {got[1]}, registry {want[0]} for {want[1]}"]
+                report.check(f"{name} {style}-style pull {repo}:{tag}: {want[0]} requests", problems)
+
+
 def check_old_client(reg, name, port, verifier, report, tags):
     """An old Docker engine: GET by tag with no Accept, verify the libtrust
     signature, fetch every fsLayers blob and check its digest."""
@@ -481,6 +647,23 @@ def check_old_client(reg, name, port, verifier, report, tags):
 
 
 # ---------------------------------------------------------------------------
+
+
+CATALOG_FILLER = 90
+
+
+def push_catalog_filler(reg, count):
+    """More repositories than the catalog's default page (100) holds: `count` tiny
+    images (a config, no layers) named catalog/fill-NN, so that the default page size
+    and the pages after it are compared with the registry's."""
+    config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+    for i in range(count):
+        repo = f"catalog/fill-{i:02d}"
+        digest = reg.push_blob(repo, config)
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": MT_SCHEMA2, "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
+            "digest": digest}, "layers": []}).encode()
+        reg.push_manifest(repo, "latest", MT_SCHEMA2, manifest)
 
 
 def resolve_binary(arg):
@@ -530,6 +713,8 @@ def main(argv=None):
                 elif p.via != "skopeo-v2s1":
                     for o in [p.obj] + p.obj.children():
                         pushed.setdefault(p.repo, set()).add(o.digest)
+        if not args.filter:
+            push_catalog_filler(reg, CATALOG_FILLER)
         print(f"# registry pid {reg.proc.pid} on {reg.host}; pushed in {time.monotonic() - t0:.1f}s", flush=True)
 
         mp = os.path.join(tmp, "mnt")
@@ -568,6 +753,8 @@ def main(argv=None):
                 checker.check_repo(repo, pushed.get(repo, set()))
         if selected:
             checker.check_negative(selected[0].repos()[0])
+            if not args.filter:
+                checker.check_catalog()
             no_nginx_plain = {n: p for n, p in servers.items() if n != "nginx-plain"}
             if not args.filter:
                 check_skopeo(reg, no_nginx_plain, tmp, report)
@@ -580,6 +767,10 @@ def main(argv=None):
                         if g.status == 200 and g.header("content-type") == MT_SCHEMA1_SIGNED:
                             old.append((repo, tag))
             check_old_client(reg, "nginx", servers["nginx"], verifier, report, old)
+            check_pull_requests(reg, servers, report, [(r, t) for r, t in
+                                [("single", "latest"), ("multi", "latest"), ("a/b/c", "latest"),
+                                 ("oci/image", "latest"), ("oci/index", "latest"), ("legacy/schema1", "latest")]
+                                if any(r in fx.repos() for fx in selected)])
             repos_refs = []
             for fx in selected:
                 for repo in fx.repos():

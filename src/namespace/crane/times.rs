@@ -15,7 +15,7 @@
 //! so that Crane's polls never walk the store.
 
 use crate::error::Result;
-use crate::namespace::Namespace;
+use crate::namespace::{child_path, Namespace};
 use crate::store::Folder;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,14 +87,6 @@ fn parent_of(name: &str) -> Option<&str> {
     Some(name.rsplit_once('/').map_or("", |(parent, _)| parent))
 }
 
-fn join(prefix: &str, child: &str) -> String {
-    if prefix.is_empty() {
-        child.to_string()
-    } else {
-        format!("{prefix}/{child}")
-    }
-}
-
 /// A scan kept while store changes are reported.
 #[derive(Default)]
 pub(in crate::namespace) struct TreeTimesCache {
@@ -120,24 +112,6 @@ pub enum TreeChange<'a> {
 }
 
 impl Namespace {
-    /// Walks the repository-name folders below `from` (itself included), calling `visit`
-    /// with each name and whether it is a repository.
-    pub(in crate::namespace) fn walk_repository_folders(
-        &self,
-        from: &str,
-        mut visit: impl FnMut(&str, bool) -> Result<()>,
-    ) -> Result<()> {
-        let mut pending = vec![from.to_string()];
-        while let Some(prefix) = pending.pop() {
-            let is_repository = !prefix.is_empty() && self.store.is_repository(&prefix)?;
-            visit(&prefix, is_repository)?;
-            for child in self.store.child_names(&prefix)? {
-                pending.push(join(&prefix, &child));
-            }
-        }
-        Ok(())
-    }
-
     /// A repository's time as kept: one whose times cannot be read is still listed (its
     /// app file then says why it fails), with its folder's time.
     fn kept_repository_time(&self, name: &str) -> Result<SystemTime> {
@@ -264,7 +238,7 @@ impl Namespace {
                     .store
                     .child_names(prefix)?
                     .iter()
-                    .map(|child| join(prefix, child))
+                    .map(|child| child_path(prefix, child))
                     .collect();
                 let before = times.children_of(prefix);
                 for gone in before.difference(&now) {
