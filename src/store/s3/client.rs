@@ -238,10 +238,14 @@ fn whole_seconds(unix: i64) -> SystemTime {
 /// body when there is one; otherwise what went wrong on the way (connection refused...).
 fn describe(e: &object_store::Error) -> String {
     let mut text = e.to_string();
+    // The innermost cause says what went wrong on the way (each level above repeats
+    // the request and the retries).
+    let mut innermost = text.clone();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
+        innermost = s.to_string();
         text.push_str(": ");
-        text.push_str(&s.to_string());
+        text.push_str(&innermost);
         source = s.source();
     }
     let status = match e {
@@ -254,8 +258,8 @@ fn describe(e: &object_store::Error) -> String {
     let code = between(&text, "<Code>", "</Code>");
     match (status, code) {
         (Some(status), Some(code)) => format!("{status} {code}"),
-        (Some(status), None) => format!("{status} ({text})"),
-        (None, _) => text,
+        (Some(status), None) => format!("{status} ({innermost})"),
+        (None, _) => format!("no answer: {innermost}"),
     }
 }
 
