@@ -479,11 +479,15 @@ impl PartialFile {
         })
     }
 
-    /// Renames the complete file to `dest` and hands out its descriptor.
+    /// Renames the complete file to `dest` and hands out its descriptor, at offset 0
+    /// like a freshly opened file (readers copy from the current offset).
     fn persist(mut self, dest: &Path) -> Result<std::fs::File> {
+        use std::io::Seek;
         std::fs::rename(&self.path, dest).map_err(|e| Error::io(dest, e))?;
         self.persisted = true;
-        self.file.try_clone().map_err(|e| Error::io(dest, e))
+        let mut file = self.file.try_clone().map_err(|e| Error::io(dest, e))?;
+        file.rewind().map_err(|e| Error::io(dest, e))?;
+        Ok(file)
     }
 }
 
@@ -576,8 +580,10 @@ mod tests {
         assert!(!path.exists(), "an abandoned download leaves nothing");
         let partial = PartialFile::create(&dest).expect("create");
         (&partial.file).write_all(b"data").expect("write");
-        let file = partial.persist(&dest).expect("persist");
+        let mut file = partial.persist(&dest).expect("persist");
         assert_eq!(std::fs::read(&dest).expect("read"), b"data");
-        assert_eq!(file.metadata().expect("meta").len(), 4);
+        let mut read = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut read).expect("read the descriptor");
+        assert_eq!(read, b"data", "handed out at offset 0");
     }
 }
