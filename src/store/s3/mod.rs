@@ -26,7 +26,7 @@ use super::{BlobFile, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar::{is_repository_name, is_tag};
-use client::{Client, ObjectInfo};
+use client::{Client, Listing, ObjectInfo};
 use config::{Location, Settings};
 use lru::LruCache;
 use sha2::{Digest as _, Sha256};
@@ -293,17 +293,7 @@ impl Store for S3Store {
 
     fn tags(&self, repo: &str) -> Result<Option<Vec<String>>> {
         let prefix = self.key(&format!("{}/_manifests/tags/", repo_dir(repo)));
-        let listing = self.client.list(&prefix, None)?;
-        // registry 2.8.2's s3 driver lists objects first, then prefixes, each in the
-        // server's key order; a folder with neither does not exist (NAME_UNKNOWN).
-        if listing.prefixes.is_empty() && listing.objects.is_empty() {
-            return Ok(None);
-        }
-        let objects = listing
-            .objects
-            .into_iter()
-            .filter_map(|o| o.key.strip_prefix(&prefix).map(str::to_string));
-        Ok(Some(objects.chain(listing.prefixes).collect()))
+        Ok(tag_names(&prefix, self.client.list(&prefix, None)?))
     }
 
     fn tag_link(&self, repo: &str, tag: &str) -> Result<Option<TagLink>> {
@@ -448,6 +438,21 @@ impl Store for S3Store {
     }
 }
 
+/// A tags folder's entries as registry 2.8.2's s3 driver lists them: the objects
+/// directly in it, then the `<tag>/` prefixes, each in the server's key order (across
+/// all pages); None when there is neither, since an S3 folder without objects does not
+/// exist (the registry answers NAME_UNKNOWN).
+fn tag_names(prefix: &str, listing: Listing) -> Option<Vec<String>> {
+    if listing.prefixes.is_empty() && listing.objects.is_empty() {
+        return None;
+    }
+    let objects = listing
+        .objects
+        .into_iter()
+        .filter_map(|o| o.key.strip_prefix(prefix).map(str::to_string));
+    Some(objects.chain(listing.prefixes).collect())
+}
+
 /// A download in progress, next to its final name; removed unless persisted.
 struct PartialFile {
     path: PathBuf,
@@ -557,6 +562,30 @@ mod tests {
         assert!(cache.get("big").is_none(), "larger than the whole cache");
         cache.put("a".into(), Arc::from(&b"aa"[..]), t);
         assert_eq!(cache.bytes, 6, "a replaced entry's bytes are released");
+    }
+
+    #[test]
+    fn tags_come_in_the_s3_drivers_order() {
+        let object = |key: &str| ObjectInfo {
+            key: key.to_string(),
+            size: 0,
+            mtime: SystemTime::UNIX_EPOCH,
+        };
+        let listing = Listing {
+            // The server's order of `<tag>/`: '-' sorts before '/'.
+            prefixes: vec!["year-0000-offset".into(), "year-0000".into()],
+            objects: vec![object("r/tags/zz"), object("elsewhere/x")],
+        };
+        assert_eq!(
+            tag_names("r/tags/", listing),
+            Some(vec![
+                "zz".into(),
+                "year-0000-offset".into(),
+                "year-0000".into()
+            ]),
+            "objects first, then prefixes, none re-sorted"
+        );
+        assert_eq!(tag_names("r/tags/", Listing::default()), None);
     }
 
     #[test]
