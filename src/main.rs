@@ -47,6 +47,10 @@ struct NamespaceOptions {
     /// Repository name for an OCI layout's tags (default: the layout folder's name)
     #[arg(long, global = true, value_name = "NAME")]
     oci_repo: Option<String>,
+    /// S3 store: folder for downloaded blobs (default: per bucket and root below
+    /// /var/cache/registryfs/s3 for root, else $XDG_CACHE_HOME or ~/.cache/registryfs/s3)
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
     /// Generated schema1 documents kept in memory
     #[arg(long, global = true, value_name = "N", default_value_t = 1024)]
     cache_entries: usize,
@@ -137,6 +141,7 @@ fn namespace(
         store_root,
         &OpenOptions {
             oci_repository: options.oci_repo.clone(),
+            cache_dir: options.cache_dir.clone(),
         },
     )?;
     let ns = Namespace::new(
@@ -232,10 +237,16 @@ fn mount(options: &NamespaceOptions, args: &registryfs::fuse::MountArgs) -> Resu
         options.cache_entries = n;
     }
     // Absolute: a daemon leaves the current folder.
-    let store = args
-        .store
-        .canonicalize()
-        .map_err(|e| Error::io(&args.store, e))?;
+    let store = if store::is_remote(&args.store) {
+        args.store.clone()
+    } else {
+        args.store
+            .canonicalize()
+            .map_err(|e| Error::io(&args.store, e))?
+    };
+    if let Some(dir) = &options.cache_dir {
+        options.cache_dir = Some(std::path::absolute(dir).map_err(|e| Error::io(dir, e))?);
+    }
     let ns = namespace(&options, &store, true)?;
     registryfs::fuse::mount(ns, &store, &args.mountpoint, &settings)
 }

@@ -22,7 +22,7 @@ pub struct DistributionStore {
 
 /// A folder name that can be part of a repository name: a path component, or (first
 /// position only) a domain such as `Library` that the name grammar also allows.
-fn is_name_part(prefix: &str, child: &str) -> bool {
+pub(super) fn is_name_part(prefix: &str, child: &str) -> bool {
     let name = if prefix.is_empty() {
         child.to_string()
     } else {
@@ -34,8 +34,39 @@ fn is_name_part(prefix: &str, child: &str) -> bool {
         && name.len() <= crate::grammar::NAME_MAX_LEN
 }
 
-fn repo_dir(repo: &str) -> String {
+pub(super) fn repo_dir(repo: &str) -> String {
     format!("repositories/{repo}")
+}
+
+/// Where the data of the blob with lower-case sha256 `hex` lives.
+pub(super) fn data_rel(hex: &str) -> String {
+    format!("blobs/sha256/{}/{hex}/data", &hex[..2])
+}
+
+/// A repository link must name the digest we were asked for: an alias link would
+/// serve other bytes under this digest.
+pub(super) fn check_link_target(link: &Path, target: &Digest, digest: &Digest) -> Result<()> {
+    if target == digest {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        link,
+        format!("link names {target}, not {digest}; registryfs serves content only under its own digest"),
+    ))
+}
+
+/// A tag link must name content in the store: only lower-case sha256 does (go-digest
+/// 1.0.0, which Debian's 2.8.2 uses, refuses upper-case hex in links too).
+pub(super) fn check_tag_target(link: &Path, target: &Digest) -> Result<()> {
+    if target.sha256_hex().is_some() {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        link,
+        format!(
+            "bad link: {target} cannot name content in the store (only lower-case sha256 does)"
+        ),
+    ))
 }
 
 impl DistributionStore {
@@ -77,15 +108,8 @@ impl DistributionStore {
         let Some(target) = self.root.read_link(link_rel)? else {
             return Ok(None);
         };
-        if target != *digest {
-            return Err(Error::invalid(
-                self.root.dir.join(link_rel),
-                format!("link names {target}, not {digest}; registryfs serves content only under its own digest"),
-            ));
-        }
-        Ok(digest
-            .sha256_hex()
-            .map(|hex| format!("blobs/sha256/{}/{hex}/data", &hex[..2])))
+        check_link_target(&self.root.dir.join(link_rel), &target, digest)?;
+        Ok(digest.sha256_hex().map(data_rel))
     }
 
     /// Still "not found" (registry 2.8.2 answers 404 too), but saying which link leads
@@ -204,15 +228,10 @@ impl Store for DistributionStore {
         let tag_dir = format!("{}/_manifests/tags/{tag}", repo_dir(repo));
         let link = format!("{tag_dir}/current/link");
         match self.root.read_link_stamped(&link)? {
-            // Only lower-case sha256 names files in the store (go-digest 1.0.0, which
-            // Debian's 2.8.2 uses, refuses upper-case hex in links too).
-            Some((d, _)) if d.sha256_hex().is_none() => Err(Error::invalid(
-                self.root.dir.join(&link),
-                format!(
-                    "bad link: {d} cannot name content in the store (only lower-case sha256 does)"
-                ),
-            )),
-            Some((digest, mtime)) => Ok(Some(TagLink { digest, mtime })),
+            Some((digest, mtime)) => {
+                check_tag_target(&self.root.dir.join(&link), &digest)?;
+                Ok(Some(TagLink { digest, mtime }))
+            }
             // A tag folder without current/link: unknown to the registry too, but say so.
             None if self.root.is_dir(&tag_dir)? => Err(Error::NotFound(format!(
                 "{}: tag folder has no current/link",

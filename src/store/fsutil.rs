@@ -241,22 +241,26 @@ impl Root {
             let Some((bytes, mtime)) = self.read_stamped(rel, 1024)? else {
                 return Ok(None);
             };
-            let text = std::str::from_utf8(&bytes)
-                .map_err(|_| Error::invalid(&path, "link is not UTF-8"))?;
-            match Digest::parse(text) {
+            match parse_link(&path, &bytes) {
                 Ok(digest) => return Ok(Some((digest, mtime))),
-                Err(e) if attempt < pauses_ms.len() && may_be_partial_digest(text) => {
-                    log::debug!(
-                        "{}: {e}; reading again (a push may be rewriting it)",
-                        path.display()
-                    );
+                Err(e)
+                    if attempt < pauses_ms.len()
+                        && std::str::from_utf8(&bytes).is_ok_and(may_be_partial_digest) =>
+                {
+                    log::debug!("{e}; reading again (a push may be rewriting it)");
                     std::thread::sleep(std::time::Duration::from_millis(pauses_ms[attempt]));
                     attempt += 1;
                 }
-                Err(e) => return Err(Error::invalid(&path, format!("bad link: {e}"))),
+                Err(e) => return Err(e),
             }
         }
     }
+}
+
+/// A link file's content (read from `path`) as a digest, exactly (no trimming).
+pub fn parse_link(path: &Path, bytes: &[u8]) -> Result<Digest> {
+    let text = std::str::from_utf8(bytes).map_err(|_| Error::invalid(path, "link is not UTF-8"))?;
+    Digest::parse(text).map_err(|e| Error::invalid(path, format!("bad link: {e}")))
 }
 
 /// A regular file of the store, as seen when it was opened.

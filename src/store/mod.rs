@@ -4,6 +4,7 @@
 mod distribution;
 mod fsutil;
 mod oci_layout;
+mod s3;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -13,6 +14,7 @@ use std::time::SystemTime;
 
 pub use distribution::DistributionStore;
 pub use oci_layout::OciLayoutStore;
+pub use s3::S3Store;
 
 /// Largest manifest or config registry 2.8.2 reads (`4<<20`; exactly 4 MiB is allowed).
 pub const MAX_DOCUMENT_BYTES: u64 = 4 << 20;
@@ -123,10 +125,20 @@ pub trait Store: Send + Sync {
 pub struct OpenOptions {
     /// Repository name for an OCI layout's plain tags (default: the folder's name).
     pub oci_repository: Option<String>,
+    /// Where an S3 store keeps downloaded blobs (default: [`s3::default_cache_dir`]).
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Whether `store` names an S3 store (`s3://BUCKET[/ROOT]`) rather than a local folder.
+pub fn is_remote(store: &Path) -> bool {
+    store.to_str().is_some_and(|s| s.starts_with("s3://"))
 }
 
 /// Opens `root` as whichever layout it holds.
 pub fn open(root: &Path, options: &OpenOptions) -> Result<Arc<dyn Store>> {
+    if let Some(location) = root.to_str().and_then(s3::config::Location::parse) {
+        return open_s3(root, location.map_err(Error::Usage)?, options);
+    }
     let meta = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
     if !meta.is_dir() {
         return Err(Error::invalid(root, "a store must be a directory"));
@@ -150,4 +162,24 @@ pub fn open(root: &Path, options: &OpenOptions) -> Result<Arc<dyn Store>> {
         root,
         "not a registry store: expected docker/registry/v2 (distribution) or an oci-layout file (OCI image layout)",
     ))
+}
+
+/// `s3://BUCKET[/ROOT]`, configured from the standard AWS variables and profile files.
+fn open_s3(
+    url: &Path,
+    location: s3::config::Location,
+    options: &OpenOptions,
+) -> Result<Arc<dyn Store>> {
+    let env = |name: &str| std::env::var(name).ok();
+    let read_file = |path: &Path| std::fs::read_to_string(path).ok();
+    let settings = s3::config::resolve(&s3::config::Sources {
+        env: &env,
+        read_file: &read_file,
+    })
+    .map_err(|reason| Error::invalid(url, reason))?;
+    let cache_dir = match &options.cache_dir {
+        Some(dir) => dir.clone(),
+        None => s3::default_cache_dir(&location)?,
+    };
+    Ok(Arc::new(S3Store::open(&location, &settings, cache_dir)?))
 }

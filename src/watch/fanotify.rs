@@ -71,6 +71,11 @@ const NETWORK_FILESYSTEMS: &[(u32, &str)] = &[
 
 /// Why fanotify cannot see every change of the store in `dir`, if it cannot.
 pub(super) fn why_not(dir: &Path, layout: Layout) -> Option<String> {
+    if layout == Layout::Remote {
+        return Some(
+            "the store is remote (S3): nothing on this machine changes with it".to_string(),
+        );
+    }
     match filesystem_magic(dir) {
         Ok(magic) => {
             if let Some(name) = network_filesystem(magic) {

@@ -14,6 +14,8 @@ pub(super) fn changes_for(layout: Layout, rel_dir: &str, name: &str) -> Vec<Stor
     match layout {
         Layout::Distribution => distribution(rel_dir, name),
         Layout::OciLayout => oci_layout(rel_dir, name),
+        // Never watched with fanotify; an event would be about the cache folder.
+        Layout::Remote => Vec::new(),
     }
 }
 

@@ -40,6 +40,9 @@ pub enum Layout {
     Distribution,
     /// An OCI image layout; the watched folder is the layout's root.
     OciLayout,
+    /// A remote store (S3): nothing local changes with it, so the watcher polls; the
+    /// folder (the store's cache folder) only names the store in the log.
+    Remote,
 }
 
 /// How the watcher learns about changes (for logs and tests).
