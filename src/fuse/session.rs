@@ -86,7 +86,7 @@ fn mount(
             mountpoint.display()
         )));
     }
-    let store_meta = std::fs::metadata(store).map_err(|e| Error::io(store, e))?;
+    let owner = store_owner(store)?;
     // Signals are taken by one thread (see `stop_on_signal`); block them before the
     // store watcher and fuser start their threads, so they inherit the mask.
     let signals = StopSignals::block().map_err(mp_err)?;
@@ -111,10 +111,7 @@ fn mount(
             tag: tag_ttl,
             immutable: settings.immutable_ttl,
         },
-        Owner {
-            uid: store_meta.uid(),
-            gid: store_meta.gid(),
-        },
+        owner,
         settings.passthrough,
     );
     let acl = match settings.access {
@@ -205,6 +202,21 @@ fn run(mounted: Mounted) -> Result<()> {
             Err(Error::io(&mountpoint, e))
         }
     }
+}
+
+/// Who owns the mount's files: the store folder's owner, or for a remote store (which
+/// has no owner here) the daemon's user.
+fn store_owner(store: &Path) -> Result<Owner> {
+    if crate::store::is_remote(store) {
+        // SAFETY: geteuid/getegid cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        return Ok(Owner { uid, gid });
+    }
+    let meta = std::fs::metadata(store).map_err(|e| Error::io(store, e))?;
+    Ok(Owner {
+        uid: meta.uid(),
+        gid: meta.gid(),
+    })
 }
 
 /// mount(2) of a FUSE filesystem on a fresh /dev/fuse descriptor: read-only, nosuid,

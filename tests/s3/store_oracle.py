@@ -42,6 +42,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 ORACLE = os.path.join(REPO_ROOT, "tests", "oracle")
 sys.path.insert(0, HERE)
 sys.path.insert(0, ORACLE)
+sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "httpd"))
 
 import fixtures  # noqa: E402
 from garage import Garage, GarageError  # noqa: E402
@@ -50,6 +51,7 @@ from registry import RegistryError  # noqa: E402
 from run import Checker, RegistryFS, Report, resolve_binary  # noqa: E402
 from s3client import S3Error  # noqa: E402
 from s3registry import S3Registry  # noqa: E402
+from servers import Mount, ServerError  # noqa: E402
 
 SKIP = 77
 ORDER_REPO = "facts/tag-order"
@@ -128,6 +130,39 @@ def check_facts(report, reg, rfs, client, bucket):
     report.check("facts", f"{ALL_DELETED_REPO}/tags/list absent like the registry's 404", problems)
 
 
+def check_mount(report, rfs, binary, store, tmp, limit=60):
+    """The mount of the bucket serves what `registryfs cat` prints, with exact sizes:
+    every file of the first repositories walked (at most `limit` files)."""
+    mp = os.path.join(tmp, "mnt")
+    mount = Mount(binary, store, mp, rfs.global_args, os.path.join(tmp, "mount.log"))
+    try:
+        mount.start()
+        with open(mount.log_path, "rb") as f:
+            log = f.read().decode(errors="replace")
+        report.check("mount", "follows the remote store by polling",
+                     [] if "remote" in log and "polling" in log else [f"log: {log[-300:]}"])
+        files = []
+        for dirpath, _dirs, names in os.walk(mp):
+            files += [os.path.join(dirpath, n) for n in sorted(names)]
+            if len(files) >= limit:
+                break
+        problems = []
+        for path in files[:limit]:
+            rel = os.path.relpath(path, mp)
+            rc, want, err = rfs.cat(rel)
+            with open(path, "rb") as f:
+                got = f.read()
+            if rc != 0 or got != want or os.stat(path).st_size != len(want):
+                problems.append(f"{rel}: cat exit {rc} {err[:100]!r}, {len(got)} vs {len(want)} bytes")
+        if not files:
+            problems.append("no files under the mount")
+        report.check("mount", f"{len(files[:limit])} files equal to registryfs cat, exact sizes", problems)
+    except ServerError as e:
+        report.fail("mount", "start", e)
+    finally:
+        mount.stop()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--registryfs", help="registryfs binary (default: $REGISTRYFS_BIN, target/debug, target/release)")
@@ -198,6 +233,7 @@ def main(argv=None):
         checker.check_negative(ok_fixtures[0].repos()[0] if ok_fixtures else None)
         checker.report_stderr()
         check_facts(report, reg, rfs, client, garage.bucket)
+        check_mount(report, rfs, binary, store, tmp)
     except KeyboardInterrupt as e:
         interrupted = True
         report.fail("harness", "interrupted", e or "SIGINT")
