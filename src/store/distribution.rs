@@ -7,12 +7,13 @@
 //! repositories/<name…>/_manifests/tags/<tag>/current/link
 //! ```
 
-use super::fsutil::Root;
+use super::fsutil::{FileMeta, Root};
+use super::links::LinkedObjects;
 use super::{BlobFile, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar::{is_path_component, is_repository_name, is_tag};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 #[derive(Debug)]
@@ -75,9 +76,39 @@ impl DistributionStore {
         let root = Root::new(v2)?;
         Ok(DistributionStore { root })
     }
+}
 
-    /// Lists `<alg>/<hex>` link folders below `rel` that hold a `link` file, returning
-    /// the digests their paths name (lower-case sha256 only: the names we can serve).
+impl LinkedObjects for DistributionStore {
+    fn describe(&self, rel: &str) -> PathBuf {
+        self.root.dir.join(rel)
+    }
+
+    fn read_link(&self, rel: &str) -> Result<Option<(Digest, SystemTime)>> {
+        self.root.read_link(rel)
+    }
+
+    fn exists(&self, rel: &str) -> Result<bool> {
+        Ok(self.root.regular_file(rel)?.is_some())
+    }
+
+    fn data(&self, rel: &str) -> Result<Option<FileMeta>> {
+        self.root.regular_file(rel)
+    }
+
+    /// Read whole through the root, so the bytes checked against the digest are the
+    /// bytes returned.
+    fn document(&self, rel: &str, digest: &Digest) -> Result<Option<Document>> {
+        Ok(self
+            .root
+            .read_verified(rel, digest, MAX_DOCUMENT_BYTES)?
+            .map(|(meta, bytes)| Document {
+                path: meta.path,
+                bytes: bytes.into(),
+                mtime: meta.mtime,
+            }))
+    }
+
+    /// Only folders that hold a `link` file count.
     fn linked_digests(&self, rel: &str) -> Result<Vec<Digest>> {
         let Some(entries) = self.root.read_dir(&format!("{rel}/sha256"))? else {
             return Ok(Vec::new());
@@ -99,76 +130,6 @@ impl DistributionStore {
         }
         out.sort();
         Ok(out)
-    }
-
-    /// Follows a repository link to the blob's data file, relative to the root. The link
-    /// must name the digest we were asked for: an alias link would serve other bytes
-    /// under this digest.
-    fn linked_data_rel(&self, link_rel: &str, digest: &Digest) -> Result<Option<String>> {
-        let Some(target) = self.root.read_link(link_rel)? else {
-            return Ok(None);
-        };
-        check_link_target(&self.root.dir.join(link_rel), &target, digest)?;
-        Ok(digest.sha256_hex().map(data_rel))
-    }
-
-    /// Still "not found" (registry 2.8.2 answers 404 too), but saying which link leads
-    /// nowhere: garbage collection leaves layer links behind, and a broken revision or
-    /// tag is otherwise hard to tell from an unknown one.
-    fn dangling(&self, link_rel: &str, digest: &Digest, data_rel: &str) -> Error {
-        Error::NotFound(format!(
-            "{}: names {digest}, whose data file {} is missing",
-            self.root.dir.join(link_rel).display(),
-            self.root.dir.join(data_rel).display()
-        ))
-    }
-
-    /// The blob data file a repository link leads to.
-    fn linked_data(&self, link_rel: &str, digest: &Digest) -> Result<Option<BlobFile>> {
-        let Some(data) = self.linked_data_rel(link_rel, digest)? else {
-            return Ok(None);
-        };
-        match self.root.regular_file(&data)? {
-            Some(meta) => Ok(Some(BlobFile {
-                path: meta.path,
-                rel: data,
-                len: meta.len,
-                mtime: meta.mtime,
-            })),
-            None => Err(self.dangling(link_rel, digest, &data)),
-        }
-    }
-
-    /// A linked document (manifest, config) read whole through the root, so the bytes
-    /// checked against the digest are the bytes returned.
-    fn linked_document(&self, link_rel: &str, digest: &Digest) -> Result<Option<Document>> {
-        let Some(data) = self.linked_data_rel(link_rel, digest)? else {
-            return Ok(None);
-        };
-        match self.root.read_verified(&data, digest, MAX_DOCUMENT_BYTES)? {
-            Some((meta, bytes)) => Ok(Some(Document {
-                path: meta.path,
-                bytes: bytes.into(),
-                mtime: meta.mtime,
-            })),
-            None => Err(self.dangling(link_rel, digest, &data)),
-        }
-    }
-
-    /// The link of a manifest revision of `repo`: registry 2.1.0 linked manifests under
-    /// `_layers`, and 2.8.2 still falls back to it when the revision link is missing.
-    fn manifest_link(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
-        let Some(hex) = digest.sha256_hex() else {
-            return Ok(None);
-        };
-        let revision = format!("{}/_manifests/revisions/sha256/{hex}/link", repo_dir(repo));
-        if self.root.regular_file(&revision)?.is_some() {
-            return Ok(Some(revision));
-        }
-        Ok(Some(format!(
-            "{}/_layers/sha256/{hex}/link",
-            repo_dir(repo)
-        )))
     }
 }
 
@@ -227,7 +188,7 @@ impl Store for DistributionStore {
         }
         let tag_dir = format!("{}/_manifests/tags/{tag}", repo_dir(repo));
         let link = format!("{tag_dir}/current/link");
-        match self.root.read_link_stamped(&link)? {
+        match self.root.read_link(&link)? {
             Some((digest, mtime)) => {
                 check_tag_target(&self.root.dir.join(&link), &digest)?;
                 Ok(Some(TagLink { digest, mtime }))
@@ -254,56 +215,23 @@ impl Store for DistributionStore {
     }
 
     fn manifest_digests(&self, repo: &str) -> Result<Vec<Digest>> {
-        let mut out = Vec::new();
-        let revisions = format!("{}/_manifests/revisions", repo_dir(repo));
-        for digest in self.linked_digests(&revisions)? {
-            // Listed only if a lookup would find it, like tags and blobs: a revision
-            // whose data is gone or whose link names another digest is logged instead.
-            match self.manifest_mtime(repo, &digest) {
-                Ok(Some(_)) => out.push(digest),
-                Ok(None) => {}
-                Err(e) => log::warn!("{e}"),
-            }
-        }
-        Ok(out)
+        self.revision_digests(repo)
     }
 
     fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Document>> {
-        match self.manifest_link(repo, digest)? {
-            Some(link) => self.linked_document(&link, digest),
-            None => Ok(None),
-        }
+        self.revision(repo, digest)
     }
 
     fn manifest_mtime(&self, repo: &str, digest: &Digest) -> Result<Option<SystemTime>> {
-        match self.manifest_link(repo, digest)? {
-            Some(link) => Ok(self.linked_data(&link, digest)?.map(|data| data.mtime)),
-            None => Ok(None),
-        }
+        self.revision_mtime(repo, digest)
     }
 
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>> {
-        let mut out = Vec::new();
-        for digest in self.linked_digests(&format!("{}/_layers", repo_dir(repo)))? {
-            // Only list blobs whose data is there: garbage collection leaves links behind.
-            match self.blob(repo, &digest) {
-                Ok(Some(_)) => out.push(digest),
-                Ok(None) => {}
-                Err(e) if e.is_not_found() => log::debug!("{e}"),
-                Err(e) => log::warn!("{e}"),
-            }
-        }
-        Ok(out)
+        self.layer_digests(repo)
     }
 
     fn document_blob(&self, repo: &str, digest: &Digest) -> Result<Option<Document>> {
-        let Some(hex) = digest.sha256_hex() else {
-            return Ok(None);
-        };
-        self.linked_document(
-            &format!("{}/_layers/sha256/{hex}/link", repo_dir(repo)),
-            digest,
-        )
+        self.layer_document(repo, digest)
     }
 
     fn watch_target(&self) -> (std::path::PathBuf, crate::watch::Layout) {
@@ -315,12 +243,6 @@ impl Store for DistributionStore {
     }
 
     fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>> {
-        let Some(hex) = digest.sha256_hex() else {
-            return Ok(None);
-        };
-        self.linked_data(
-            &format!("{}/_layers/sha256/{hex}/link", repo_dir(repo)),
-            digest,
-        )
+        self.layer(repo, digest)
     }
 }

@@ -219,14 +219,9 @@ impl Root {
     /// so a reader can see an empty or half-written link for a moment. Content that is
     /// empty or the start of a digest is read again after short pauses (127 ms in all,
     /// enough for a writer descheduled on a busy machine)
-    /// before it counts as bad; anything else is bad at once.
-    pub fn read_link(&self, rel: &str) -> Result<Option<Digest>> {
-        Ok(self.read_link_stamped(rel)?.map(|(digest, _)| digest))
-    }
-
-    /// [`Root::read_link`], with the link file's modification time (when it was last
-    /// written: a push of the tag).
-    pub fn read_link_stamped(&self, rel: &str) -> Result<Option<(Digest, SystemTime)>> {
+    /// before it counts as bad; anything else is bad at once. The link's modification
+    /// time comes with it (when it was last written: a push).
+    pub fn read_link(&self, rel: &str) -> Result<Option<(Digest, SystemTime)>> {
         self.read_link_with_pauses(rel, &[1, 2, 4, 8, 16, 32, 64])
     }
 

@@ -3,6 +3,7 @@
 
 mod distribution;
 mod fsutil;
+mod links;
 mod oci_layout;
 mod s3;
 

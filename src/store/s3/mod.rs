@@ -20,8 +20,9 @@
 mod client;
 pub mod config;
 
-use super::distribution::{check_link_target, check_tag_target, data_rel, is_name_part, repo_dir};
-use super::fsutil::{check_digest, parse_link};
+use super::distribution::{check_tag_target, is_name_part, repo_dir};
+use super::fsutil::{check_digest, parse_link, FileMeta};
+use super::links::LinkedObjects;
 use super::{BlobFile, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -103,9 +104,14 @@ impl S3Store {
     fn key(&self, rel: &str) -> String {
         format!("{}{rel}", self.v2)
     }
+}
 
-    /// A link object's digest and time, or None if it does not exist. S3 writes an
-    /// object whole, so there is no half-written link to read again.
+impl LinkedObjects for S3Store {
+    fn describe(&self, rel: &str) -> PathBuf {
+        self.client.url(&self.key(rel))
+    }
+
+    /// S3 writes an object whole, so there is no half-written link to read again.
     fn read_link(&self, rel: &str) -> Result<Option<(Digest, SystemTime)>> {
         let key = self.key(rel);
         let Some((bytes, mtime)) = self.client.get_small(&key, MAX_LINK_BYTES)? else {
@@ -114,52 +120,31 @@ impl S3Store {
         Ok(Some((parse_link(&self.client.url(&key), &bytes)?, mtime)))
     }
 
-    /// Follows a repository link to the blob's data object (relative to the v2 prefix).
-    fn linked_data_rel(&self, link_rel: &str, digest: &Digest) -> Result<Option<String>> {
-        let Some((target, _)) = self.read_link(link_rel)? else {
-            return Ok(None);
-        };
-        check_link_target(&self.client.url(&self.key(link_rel)), &target, digest)?;
-        Ok(digest.sha256_hex().map(data_rel))
+    fn exists(&self, rel: &str) -> Result<bool> {
+        Ok(self.client.head(&self.key(rel))?.is_some())
     }
 
-    /// Not found, saying which link leads nowhere (as the filesystem reader does).
-    fn dangling(&self, link_rel: &str, digest: &Digest, data_rel: &str) -> Error {
-        Error::NotFound(format!(
-            "{}: names {digest}, whose data object {} is missing",
-            self.client.url(&self.key(link_rel)).display(),
-            self.client.url(&self.key(data_rel)).display()
-        ))
-    }
-
-    fn linked_data(&self, link_rel: &str, digest: &Digest) -> Result<Option<BlobFile>> {
-        let Some(data) = self.linked_data_rel(link_rel, digest)? else {
-            return Ok(None);
-        };
-        let key = self.key(&data);
-        match self.client.head(&key)? {
-            Some(ObjectInfo { size, mtime, .. }) => Ok(Some(BlobFile {
+    fn data(&self, rel: &str) -> Result<Option<FileMeta>> {
+        let key = self.key(rel);
+        Ok(self
+            .client
+            .head(&key)?
+            .map(|ObjectInfo { size, mtime, .. }| FileMeta {
                 path: self.client.url(&key),
-                rel: data,
                 len: size,
                 mtime,
-            })),
-            None => Err(self.dangling(link_rel, digest, &data)),
-        }
+            }))
     }
 
-    /// A linked document, from memory or read whole and checked against `digest`.
-    fn linked_document(&self, link_rel: &str, digest: &Digest) -> Result<Option<Document>> {
-        let Some(data) = self.linked_data_rel(link_rel, digest)? else {
-            return Ok(None);
-        };
-        let key = self.key(&data);
+    /// From memory, or read whole and checked against `digest`.
+    fn document(&self, rel: &str, digest: &Digest) -> Result<Option<Document>> {
+        let key = self.key(rel);
         let path = self.client.url(&key);
         if let Some((bytes, mtime)) = self.documents.lock().ok().and_then(|mut c| c.get(&key)) {
             return Ok(Some(Document { path, bytes, mtime }));
         }
         let Some((bytes, mtime)) = self.client.get_small(&key, MAX_DOCUMENT_BYTES)? else {
-            return Err(self.dangling(link_rel, digest, &data));
+            return Ok(None);
         };
         check_digest(&path, digest, &bytes)?;
         let bytes: Arc<[u8]> = bytes.into();
@@ -169,25 +154,7 @@ impl S3Store {
         Ok(Some(Document { path, bytes, mtime }))
     }
 
-    /// A manifest revision's link and target: registry 2.1.0 linked manifests under
-    /// `_layers`, and 2.8.2 still falls back to it when the revision link is missing.
-    fn manifest_link(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
-        let Some(hex) = digest.sha256_hex() else {
-            return Ok(None);
-        };
-        let revision = format!("{}/_manifests/revisions/sha256/{hex}/link", repo_dir(repo));
-        if self.client.head(&self.key(&revision))?.is_some() {
-            return Ok(Some(revision));
-        }
-        Ok(Some(format!(
-            "{}/_layers/sha256/{hex}/link",
-            repo_dir(repo)
-        )))
-    }
-
-    /// Digests named by the `<alg>/<hex>/` prefixes below `rel` (lower-case sha256
-    /// only: the names we can serve), sorted. Whether each has its link is for the
-    /// lookup that follows to find out.
+    /// Whether each has its link is for the lookup that follows to find out.
     fn linked_digests(&self, rel: &str) -> Result<Vec<Digest>> {
         let listing = self
             .client
@@ -201,7 +168,9 @@ impl S3Store {
         out.sort();
         Ok(out)
     }
+}
 
+impl S3Store {
     /// The newest `LastModified` below `rel/`, or None if nothing is there.
     fn newest_below(&self, rel: &str) -> Result<Option<SystemTime>> {
         let objects = self.client.list_recursive(&self.key(&format!("{rel}/")))?;
@@ -341,40 +310,19 @@ impl Store for S3Store {
     }
 
     fn manifest_digests(&self, repo: &str) -> Result<Vec<Digest>> {
-        let mut out = Vec::new();
-        let revisions = format!("{}/_manifests/revisions", repo_dir(repo));
-        for digest in self.linked_digests(&revisions)? {
-            match self.manifest_mtime(repo, &digest) {
-                Ok(Some(_)) => out.push(digest),
-                Ok(None) => {}
-                Err(e) => log::warn!("{e}"),
-            }
-        }
-        Ok(out)
+        self.revision_digests(repo)
     }
 
     fn manifest(&self, repo: &str, digest: &Digest) -> Result<Option<Document>> {
-        match self.manifest_link(repo, digest)? {
-            Some(link) => self.linked_document(&link, digest),
-            None => Ok(None),
-        }
+        self.revision(repo, digest)
     }
 
     fn manifest_mtime(&self, repo: &str, digest: &Digest) -> Result<Option<SystemTime>> {
-        match self.manifest_link(repo, digest)? {
-            Some(link) => Ok(self.linked_data(&link, digest)?.map(|data| data.mtime)),
-            None => Ok(None),
-        }
+        self.revision_mtime(repo, digest)
     }
 
     fn document_blob(&self, repo: &str, digest: &Digest) -> Result<Option<Document>> {
-        let Some(hex) = digest.sha256_hex() else {
-            return Ok(None);
-        };
-        self.linked_document(
-            &format!("{}/_layers/sha256/{hex}/link", repo_dir(repo)),
-            digest,
-        )
+        self.layer_document(repo, digest)
     }
 
     /// The blob from the cache folder, downloaded first if it is not there yet. The
@@ -408,27 +356,11 @@ impl Store for S3Store {
     }
 
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>> {
-        let mut out = Vec::new();
-        for digest in self.linked_digests(&format!("{}/_layers", repo_dir(repo)))? {
-            // Only list blobs whose data is there: garbage collection leaves links behind.
-            match self.blob(repo, &digest) {
-                Ok(Some(_)) => out.push(digest),
-                Ok(None) => {}
-                Err(e) if e.is_not_found() => log::debug!("{e}"),
-                Err(e) => log::warn!("{e}"),
-            }
-        }
-        Ok(out)
+        self.layer_digests(repo)
     }
 
     fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>> {
-        let Some(hex) = digest.sha256_hex() else {
-            return Ok(None);
-        };
-        self.linked_data(
-            &format!("{}/_layers/sha256/{hex}/link", repo_dir(repo)),
-            digest,
-        )
+        self.layer(repo, digest)
     }
 
     /// Nothing local changes when the bucket does: the watcher polls

@@ -1,0 +1,162 @@
+//! Repository links as distribution's layout has them, on whatever storage holds it: a
+//! link names a digest, and the digest's data object holds the bytes. The rules are the
+//! same on disk and in S3; each storage supplies the few reads they need, and the
+//! provided methods are the rules.
+
+use super::distribution::{check_link_target, data_rel, repo_dir};
+use super::fsutil::FileMeta;
+use super::{BlobFile, Document};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+pub(super) trait LinkedObjects {
+    /// How `rel` (below the layout's `v2` folder) is named in messages.
+    fn describe(&self, rel: &str) -> PathBuf;
+
+    /// A link's digest and the time it was written, or None if there is no link.
+    fn read_link(&self, rel: &str) -> Result<Option<(Digest, SystemTime)>>;
+
+    /// Whether a link (or any object) is at `rel`.
+    fn exists(&self, rel: &str) -> Result<bool>;
+
+    /// A data object's size and time, or None if it is missing.
+    fn data(&self, rel: &str) -> Result<Option<FileMeta>>;
+
+    /// A data object read whole (at most [`super::MAX_DOCUMENT_BYTES`]) and checked
+    /// against `digest`, or None if it is missing.
+    fn document(&self, rel: &str, digest: &Digest) -> Result<Option<Document>>;
+
+    /// The digests named by the `sha256/<hex>` link folders below `rel` (lower-case
+    /// sha256 only: the names that can be served), sorted.
+    fn linked_digests(&self, rel: &str) -> Result<Vec<Digest>>;
+
+    /// Follows a repository link to the data object it names. The link must name the
+    /// digest asked for: an alias link would serve other bytes under this digest.
+    fn linked_data_rel(&self, link_rel: &str, digest: &Digest) -> Result<Option<String>> {
+        let Some((target, _)) = self.read_link(link_rel)? else {
+            return Ok(None);
+        };
+        check_link_target(&self.describe(link_rel), &target, digest)?;
+        Ok(digest.sha256_hex().map(data_rel))
+    }
+
+    /// Still "not found" (registry 2.8.2 answers 404 too), but saying which link leads
+    /// nowhere: garbage collection leaves layer links behind, and a broken revision or
+    /// tag is otherwise hard to tell from an unknown one.
+    fn dangling(&self, link_rel: &str, digest: &Digest, data_rel: &str) -> Error {
+        Error::NotFound(format!(
+            "{}: names {digest}, whose data {} is missing",
+            self.describe(link_rel).display(),
+            self.describe(data_rel).display()
+        ))
+    }
+
+    /// The blob data a repository link leads to.
+    fn linked_data(&self, link_rel: &str, digest: &Digest) -> Result<Option<BlobFile>> {
+        let Some(data) = self.linked_data_rel(link_rel, digest)? else {
+            return Ok(None);
+        };
+        match self.data(&data)? {
+            Some(meta) => Ok(Some(BlobFile {
+                path: meta.path,
+                rel: data,
+                len: meta.len,
+                mtime: meta.mtime,
+            })),
+            None => Err(self.dangling(link_rel, digest, &data)),
+        }
+    }
+
+    /// A linked document (manifest, config), checked against its digest.
+    fn linked_document(&self, link_rel: &str, digest: &Digest) -> Result<Option<Document>> {
+        let Some(data) = self.linked_data_rel(link_rel, digest)? else {
+            return Ok(None);
+        };
+        match self.document(&data, digest)? {
+            Some(doc) => Ok(Some(doc)),
+            None => Err(self.dangling(link_rel, digest, &data)),
+        }
+    }
+
+    /// The link of a manifest revision of `repo`: registry 2.1.0 linked manifests under
+    /// `_layers`, and 2.8.2 still falls back to it when the revision link is missing.
+    fn manifest_link(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
+        let Some(hex) = digest.sha256_hex() else {
+            return Ok(None);
+        };
+        let revision = format!("{}/_manifests/revisions/sha256/{hex}/link", repo_dir(repo));
+        if self.exists(&revision)? {
+            return Ok(Some(revision));
+        }
+        Ok(Some(layer_link(repo, hex)))
+    }
+
+    /// [`super::Store::manifest_digests`]: listed only if a lookup would find it, like
+    /// tags and blobs; a revision whose data is gone or whose link names another digest
+    /// is logged instead.
+    fn revision_digests(&self, repo: &str) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        let revisions = format!("{}/_manifests/revisions", repo_dir(repo));
+        for digest in self.linked_digests(&revisions)? {
+            match self.revision_mtime(repo, &digest) {
+                Ok(Some(_)) => out.push(digest),
+                Ok(None) => {}
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`super::Store::manifest`].
+    fn revision(&self, repo: &str, digest: &Digest) -> Result<Option<Document>> {
+        match self.manifest_link(repo, digest)? {
+            Some(link) => self.linked_document(&link, digest),
+            None => Ok(None),
+        }
+    }
+
+    /// [`super::Store::manifest_mtime`].
+    fn revision_mtime(&self, repo: &str, digest: &Digest) -> Result<Option<SystemTime>> {
+        match self.manifest_link(repo, digest)? {
+            Some(link) => Ok(self.linked_data(&link, digest)?.map(|data| data.mtime)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`super::Store::document_blob`].
+    fn layer_document(&self, repo: &str, digest: &Digest) -> Result<Option<Document>> {
+        match digest.sha256_hex() {
+            Some(hex) => self.linked_document(&layer_link(repo, hex), digest),
+            None => Ok(None),
+        }
+    }
+
+    /// [`super::Store::blob_digests`]: only blobs whose data is there, since garbage
+    /// collection leaves links behind.
+    fn layer_digests(&self, repo: &str) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for digest in self.linked_digests(&format!("{}/_layers", repo_dir(repo)))? {
+            match self.layer(repo, &digest) {
+                Ok(Some(_)) => out.push(digest),
+                Ok(None) => {}
+                Err(e) if e.is_not_found() => log::debug!("{e}"),
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`super::Store::blob`].
+    fn layer(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>> {
+        match digest.sha256_hex() {
+            Some(hex) => self.linked_data(&layer_link(repo, hex), digest),
+            None => Ok(None),
+        }
+    }
+}
+
+fn layer_link(repo: &str, hex: &str) -> String {
+    format!("{}/_layers/sha256/{hex}/link", repo_dir(repo))
+}
