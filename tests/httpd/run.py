@@ -50,7 +50,7 @@ ORACLE = os.path.join(REPO_ROOT, "tests", "oracle")
 sys.path.insert(0, ORACLE)
 sys.path.insert(0, HERE)
 
-from harness import SetupError, ensure_verifier, libtrust_verify, stop_cleanly_on_signals  # noqa: E402
+from harness import SetupError, ensure_verifier, libtrust_verify, finish, stop_cleanly_on_signals  # noqa: E402
 import fixtures  # noqa: E402
 from registry import (  # noqa: E402
     MT_LIST,
@@ -458,7 +458,7 @@ class Checker:
             ("HEAD", f"/v2/{repo}/manifests/{ZERO_DIGEST}", "manifest"),
             ("HEAD", "/v2/no/such/repo/tags/list", "tags"),
             ("HEAD", f"/v2/{repo}/nothing", "other"),
-            ("GET", f"/v2/no/such/repo/manifests/latest", "manifest"),
+            ("GET", "/v2/no/such/repo/manifests/latest", "manifest"),
             ("GET", f"/v2/{repo}/blobs/{ZERO_DIGEST}", "blob"),
             ("HEAD", f"/v2/{repo}/blobs/{ZERO_DIGEST}", "blob"),
             ("GET", "/v2/no/such/repo/tags/list", "tags"),
@@ -797,17 +797,11 @@ def main(argv=None):
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"# {time.monotonic() - t0:.1f}s")
     if report.known:
         print("# known differences from registry 2.8.2 (docs/httpd.md):")
         for k, whats in sorted(report.known.items()):
             print(f"#   {k} ({len(whats)} checks, e.g. {whats[0]}): {KNOWN.get(k, '?')}")
-    if report.failures:
-        print("# failed: " + ", ".join(report.failures[:30]) + (" ..." if len(report.failures) > 30 else ""))
-    print(f"httpd: {report.passed} passed, {report.failed} failed")
-    if interrupted:
-        return 130
-    return 1 if report.failed else 0
+    return finish("httpd", report, t0, interrupted)
 
 
 if __name__ == "__main__":

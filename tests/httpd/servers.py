@@ -12,6 +12,8 @@ import socket
 import subprocess
 import time
 
+from harness import stop_process, tail  # noqa: F401 (re-exported for the harnesses)
+
 
 class ServerError(Exception):
     pass
@@ -66,20 +68,6 @@ def request(port, method, path, headers=(), timeout=30):
         conn.close()
 
 
-def stop_process(proc, sig=signal.SIGTERM, timeout=10):
-    """Stop one process we started, by its PID: sig, then SIGKILL."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.kill(proc.pid, sig)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=timeout)
-    except ProcessLookupError:
-        pass
-
-
 def wait_http(port, proc, log_path, timeout=15, path="/v2/"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -92,14 +80,6 @@ def wait_http(port, proc, log_path, timeout=15, path="/v2/"):
             pass
         time.sleep(0.05)
     raise ServerError("no answer in time:\n" + tail(log_path))
-
-
-def tail(path, n=30):
-    try:
-        with open(path, "rb") as f:
-            return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-n:])
-    except OSError:
-        return f"(no {path})"
 
 
 def run_text(cmd, timeout=60):

@@ -58,7 +58,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "oracle"))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "httpd"))
 
-from harness import SetupError, ensure_verifier, libtrust_verify, stop_cleanly_on_signals  # noqa: E402
+from harness import SetupError, ensure_verifier, libtrust_verify, finish, stop_cleanly_on_signals  # noqa: E402
 import fixtures  # noqa: E402
 from registry import (  # noqa: E402
     MT_LIST,
@@ -1197,13 +1197,7 @@ def main(argv=None):
         else:
             print(f"# {ctx.mp} is still mounted; left {ctx.tmp}")
 
-    print(f"# {time.monotonic() - t0:.1f}s")
-    if report.failures:
-        print("# failed: " + ", ".join(report.failures))
-    print(f"load: {report.passed} passed, {report.failed} failed")
-    if interrupted:
-        return 130
-    return 1 if report.failed else 0
+    return finish("load", report, t0, interrupted)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "oracle"))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "httpd"))
 
-from harness import stop_cleanly_on_signals  # noqa: E402
+from harness import finish, stop_cleanly_on_signals  # noqa: E402
 import fixtures as fx  # noqa: E402
 from registry import MT_LIST, MT_SCHEMA1_SIGNED, MT_SCHEMA2, Registry, RegistryError  # noqa: E402
 from servers import Mount, request, start_on_a_free_port, stop_process, tail  # noqa: E402
@@ -92,10 +92,12 @@ class Report:
     def __init__(self):
         self.passed = 0
         self.failed = 0
+        self.failures = []
 
     def check(self, what, problems):
         if problems:
             self.failed += 1
+            self.failures.append(what)
             print(f"FAIL {what}: " + "; ".join(" ".join(str(p).split()) for p in problems[:8])
                   + (f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""), flush=True)
         else:
@@ -691,11 +693,7 @@ def main(argv=None):
             note(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    note(f"{time.monotonic() - t0:.1f}s")
-    print(f"metadata: {report.passed} passed, {report.failed} failed")
-    if interrupted:
-        return 130
-    return 1 if report.failed else 0
+    return finish("metadata", report, t0, interrupted)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 import urllib.parse
+
+from harness import stop_process, tail
 
 # The Debian package installs the binary here (dpkg -L docker-registry).
 REGISTRY_BIN = os.environ.get("DOCKER_REGISTRY_BIN", "/usr/bin/docker-registry")
@@ -241,15 +242,7 @@ validation:
     def stop(self):
         """Stop the registry by its PID: SIGTERM, then SIGKILL after 5 s."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-            except ProcessLookupError:
-                pass
+        stop_process(proc, timeout=5)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -262,12 +255,7 @@ validation:
         return False
 
     def log_tail(self, n=30):
-        try:
-            with open(self.log_path, "rb") as f:
-                lines = f.read().decode("utf-8", "replace").splitlines()
-            return "\n".join(lines[-n:])
-        except OSError:
-            return "(no registry log)"
+        return tail(self.log_path, n)
 
     @property
     def host(self):

@@ -63,7 +63,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from harness import SetupError, ensure_verifier, libtrust_verify, stop_cleanly_on_signals  # noqa: E402
+from harness import SetupError, ensure_verifier, libtrust_verify, finish, stop_cleanly_on_signals  # noqa: E402
 import fixtures  # noqa: E402
 from registry import (  # noqa: E402
     ACCEPT_KINDS,
@@ -734,13 +734,7 @@ def main(argv=None):
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"# {time.monotonic() - t0:.1f}s")
-    if report.failures:
-        print("# failed: " + ", ".join(report.failures[:40]) + (" ..." if len(report.failures) > 40 else ""))
-    print(f"oracle: {report.passed} passed, {report.failed} failed")
-    if interrupted:
-        return 130
-    return 1 if report.failed else 0
+    return finish("oracle", report, t0, interrupted)
 
 
 if __name__ == "__main__":

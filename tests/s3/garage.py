@@ -17,7 +17,6 @@ The binary comes from scripts/install-garage.sh (find_garage()).
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "oracle"))
 
-from harness import SetupError  # noqa: E402
+from harness import SetupError, stop_process, tail  # noqa: E402
 from registry import free_port  # noqa: E402
 from s3client import S3Client  # noqa: E402
 
@@ -238,15 +237,7 @@ admin_token = "{secrets.token_hex(16)}"
     def stop(self):
         """Stop the server by its PID: SIGTERM, then SIGKILL after 10 s."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-            except ProcessLookupError:
-                pass
+        stop_process(proc, timeout=10)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -259,9 +250,4 @@ admin_token = "{secrets.token_hex(16)}"
         return False
 
     def log_tail(self, n=30):
-        try:
-            with open(self.log_path, "rb") as f:
-                lines = f.read().decode("utf-8", "replace").splitlines()
-            return "\n".join(lines[-n:])
-        except OSError:
-            return "(no garage log)"
+        return tail(self.log_path, n)

@@ -53,7 +53,7 @@ sys.path.insert(0, ORACLE)
 
 import fixtures  # noqa: E402
 from garage import Garage, GarageError, find_garage  # noqa: E402
-from harness import SetupError, stop_cleanly_on_signals  # noqa: E402
+from harness import SetupError, finish, stop_cleanly_on_signals  # noqa: E402
 from registry import KIND_MEDIA_TYPES, Registry, RegistryError  # noqa: E402
 from run import mask_signatures  # noqa: E402
 from s3client import S3Error, error_code  # noqa: E402
@@ -450,13 +450,7 @@ def main(argv=None):
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"# {time.monotonic() - t0:.1f}s")
-    if checks.failures:
-        print("# failed: " + ", ".join(checks.failures[:40]))
-    print(f"s3-smoke: {checks.passed} passed, {checks.failed} failed")
-    if interrupted:
-        return 130
-    return 1 if checks.failed else 0
+    return finish("s3-smoke", checks, t0, interrupted)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "httpd"))
 
 import fixtures  # noqa: E402
 from garage import Garage, GarageError  # noqa: E402
-from harness import SetupError, ensure_verifier, stop_cleanly_on_signals  # noqa: E402
+from harness import SetupError, ensure_verifier, finish, stop_cleanly_on_signals  # noqa: E402
 from registry import RegistryError  # noqa: E402
 from run import Checker, RegistryFS, Report, resolve_binary  # noqa: E402
 from s3client import S3Error  # noqa: E402
@@ -248,13 +248,7 @@ def main(argv=None):
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"# {time.monotonic() - t0:.1f}s")
-    if report.failures:
-        print("# failed: " + ", ".join(report.failures[:40]))
-    print(f"s3-store: {report.passed} passed, {report.failed} failed")
-    if interrupted:
-        return 130
-    return 1 if report.failed else 0
+    return finish("s3-store", report, t0, interrupted)
 
 
 if __name__ == "__main__":
