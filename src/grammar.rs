@@ -6,6 +6,16 @@
 /// Longest repository name the registry accepts (`NameTotalLengthMax`).
 pub const NAME_MAX_LEN: usize = 255;
 
+/// `parent/name`, names joined as repository names and namespace paths are ("" is the
+/// top).
+pub fn child_path(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
 /// `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*`: one path component of a repository name.
 pub fn is_path_component(s: &str) -> bool {
     let b = s.as_bytes();
@@ -78,6 +88,12 @@ pub fn is_tag(tag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn child_paths() {
+        assert_eq!(child_path("", "demo"), "demo");
+        assert_eq!(child_path("demo", "hello"), "demo/hello");
+    }
 
     #[test]
     fn path_components() {

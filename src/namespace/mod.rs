@@ -27,8 +27,9 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+pub use crate::grammar::child_path;
 pub use changes::Stale;
-pub use path::{child_path, Location, Reference, REPOSITORY_SECTIONS};
+pub use path::{Location, Reference, REPOSITORY_SECTIONS};
 use representations::Schema1Key;
 
 /// How schema1 documents are produced.

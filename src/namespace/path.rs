@@ -6,15 +6,6 @@ use crate::grammar::is_tag;
 use crate::manifest::ManifestKind;
 use crate::store::Store;
 
-/// `parent/name` in namespace form ("" is the root).
-pub fn child_path(parent: &str, name: &str) -> String {
-    if parent.is_empty() {
-        name.to_string()
-    } else {
-        format!("{parent}/{name}")
-    }
-}
-
 /// What a manifest folder is named after.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Reference {
@@ -148,16 +139,5 @@ impl Location {
             ("tags", ["list"]) => Some(Location::TagList(repo)),
             _ => None,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn child_paths() {
-        assert_eq!(child_path("", "demo"), "demo");
-        assert_eq!(child_path("demo", "hello"), "demo/hello");
     }
 }

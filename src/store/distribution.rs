@@ -12,7 +12,7 @@ use super::links::LinkedObjects;
 use super::{BlobFile, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::grammar::{is_path_component, is_repository_name, is_tag};
+use crate::grammar::{child_path, is_path_component, is_repository_name, is_tag};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -24,11 +24,7 @@ pub struct DistributionStore {
 /// A folder name that can be part of a repository name: a path component, or (first
 /// position only) a domain such as `Library` that the name grammar also allows.
 pub(super) fn is_name_part(prefix: &str, child: &str) -> bool {
-    let name = if prefix.is_empty() {
-        child.to_string()
-    } else {
-        format!("{prefix}/{child}")
-    };
+    let name = child_path(prefix, child);
     !child.starts_with('_')
         && (is_path_component(child)
             || prefix.is_empty() && is_repository_name(&format!("{child}/x")))
@@ -156,11 +152,7 @@ impl Store for DistributionStore {
         if !is_name_part(prefix, child) {
             return Ok(false);
         }
-        let name = if prefix.is_empty() {
-            child.to_string()
-        } else {
-            format!("{prefix}/{child}")
-        };
+        let name = child_path(prefix, child);
         self.root.is_dir(&repo_dir(&name))
     }
 

@@ -26,7 +26,7 @@ use super::links::LinkedObjects;
 use super::{BlobFile, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::grammar::{is_repository_name, is_tag};
+use crate::grammar::{child_path, is_repository_name, is_tag};
 use client::{Client, Listing, ObjectInfo};
 use config::{Location, Settings};
 use lru::LruCache;
@@ -238,11 +238,7 @@ impl Store for S3Store {
         if !is_name_part(prefix, child) {
             return Ok(false);
         }
-        let name = if prefix.is_empty() {
-            child.to_string()
-        } else {
-            format!("{prefix}/{child}")
-        };
+        let name = child_path(prefix, child);
         self.client
             .has_prefix(&self.key(&format!("{}/", repo_dir(&name))))
     }
