@@ -801,7 +801,14 @@ fn with_change_notifications_pushes_show_at_once_despite_long_lifetimes() {
         "the tag folder's time is the push's"
     );
 
-    // A new tag, looked up (and not found) before it was pushed.
+    // A new tag, looked up (and not found) before it was pushed. The folders whose
+    // listing it changes were stat'ed before: their cached times must not outlive it.
+    let folder_time = |p: &Path| fs::metadata(p).unwrap().modified().unwrap();
+    let (mnt_tags, mnt_manifests) = (
+        m.mnt.join(format!("{HELLO}/tags")),
+        m.mnt.join(format!("{HELLO}/manifests")),
+    );
+    let before = (folder_time(&mnt_tags), folder_time(&mnt_manifests));
     let fresh_link = fx.tag_link(HELLO, "fresh");
     fs::create_dir_all(fresh_link.parent().unwrap()).unwrap();
     fs::write(&fresh_link, &v1).unwrap();
@@ -809,6 +816,13 @@ fn with_change_notifications_pushes_show_at_once_despite_long_lifetimes() {
         wait_for(Duration::from_secs(5), || fresh.join("schema2").exists()),
         "the new tag never showed up:\n{}",
         m.log()
+    );
+    let store_tags = fresh_link.ancestors().nth(3).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(2), || folder_time(&mnt_tags)
+            == folder_time(store_tags)
+            && folder_time(&mnt_manifests) >= folder_time(store_tags)),
+        "tags/ and manifests/ take the store's new time (they were {before:?})"
     );
     assert_eq!(fs::read(fresh.join("schema2")).unwrap(), new2);
     let tags = fs::read_to_string(m.mnt.join(format!("{HELLO}/tags/list"))).unwrap();

@@ -13,7 +13,7 @@
 //! Files are 0444 and folders 0555, owned by the store's owner: the mount is read-only
 //! and the kernel checks these modes itself (`default_permissions`).
 
-use super::inodes::{Inode, InodeKind, Source};
+use super::inodes::{Inode, InodeKind, Source, ROOT_INO};
 use fuser::{FileAttr, FileType, INodeNo};
 use std::time::{Duration, SystemTime};
 
@@ -44,8 +44,10 @@ pub struct TtlPolicy {
     pub immutable: Duration,
 }
 
-/// The longest a folder's attributes are cached: a dead daemon shows within it.
-pub const MAX_FOLDER_ATTR_TTL: Duration = Duration::from_secs(1);
+/// The longest the root folder's attributes are cached: `stat` of the mount point
+/// (how tools and the next mount tell a stale mount) fails within it once the daemon
+/// is gone.
+pub const MAX_ROOT_ATTR_TTL: Duration = Duration::from_secs(1);
 
 impl TtlPolicy {
     pub fn for_inode(&self, inode: &Inode) -> Ttl {
@@ -55,8 +57,15 @@ impl TtlPolicy {
             } else {
                 self.tag
             },
-            attr: if inode.is_dir() {
-                self.tag.min(MAX_FOLDER_ATTR_TTL)
+            // Other folders' attributes (their times) live as long as tag paths: they
+            // are invalidated when the store changes (fanotify), and with polling the
+            // tag lifetime is short. A shorter life would cost a GETATTR round trip per
+            // folder and second on every path a web server walks (one per folder of
+            // each tag it serves).
+            attr: if inode.ino == ROOT_INO {
+                self.tag.min(MAX_ROOT_ATTR_TTL)
+            } else if inode.is_dir() {
+                self.tag
             } else {
                 self.immutable
             },
@@ -196,11 +205,7 @@ mod tests {
         assert_eq!(digest.attr, Duration::from_secs(86400));
         let folder = POLICY.for_inode(&inode(InodeKind::Dir, false));
         assert_eq!(folder.entry, Duration::from_secs(1));
-        assert_eq!(
-            folder.attr,
-            Duration::from_secs(1),
-            "a dead daemon shows soon"
-        );
+        assert_eq!(folder.attr, Duration::from_secs(1), "as long as tag paths");
         let digest_folder = POLICY.for_inode(&inode(InodeKind::Dir, true));
         assert_eq!(digest_folder.entry, Duration::from_secs(86400));
         assert_eq!(digest_folder.attr, Duration::from_secs(1));
@@ -211,7 +216,16 @@ mod tests {
         };
         let folder = long.for_inode(&inode(InodeKind::Dir, false));
         assert_eq!(folder.entry, Duration::from_secs(60));
-        assert_eq!(folder.attr, MAX_FOLDER_ATTR_TTL, "a dead daemon shows soon");
+        assert_eq!(folder.attr, Duration::from_secs(60), "invalidated on change");
+        let root = Inode {
+            ino: ROOT_INO,
+            ..inode(InodeKind::Dir, false)
+        };
+        assert_eq!(
+            long.for_inode(&root).attr,
+            MAX_ROOT_ATTR_TTL,
+            "a dead daemon shows at the mount point soon"
+        );
         let uncached = TtlPolicy {
             tag: Duration::ZERO,
             ..POLICY
