@@ -42,12 +42,13 @@ fn apache_vhost(opts: &HttpdOptions) -> String {
          \x20   Header always set Link \"expr=%{{file:%{{env:RFS_CATALOG_NEXT}}}}\" env=RFS_CATALOG_NEXT\n\
          \x20   Header always set Content-Range \"expr=bytes */%{{filesize:%{{REQUEST_FILENAME}}}}\" \"expr=%{{REQUEST_STATUS}} == 416\"\n\
          \x20   # What the registry's router answers for anything it does not route.\n\
-         \x20   ErrorDocument 404 \"404 page not found\\n\"\n\
+         \x20   ErrorDocument 404 \"{NOT_ROUTED}\\n\"\n\
          \x20   Header always set Content-Type \"text/plain; charset=utf-8\" \"expr=%{{REQUEST_STATUS}} == 404\"\n\
          \x20   ErrorDocument 200 \"{{}}\"\n\
          \x20   Header always set Content-Type \"{JSON_UTF8}\" \"expr=%{{REQUEST_URI}} == '/v2/'\"\n\
          \x20   # (No Content-Length here: Apache counts an ErrorDocument's body for a GET and\n\
-         \x20   # sends none for a HEAD; one set here would be a second one. docs/httpd.md)\n\
+         \x20   # sends none for a HEAD; one set here for a HEAD keeps Apache's own `0`, which\n\
+         \x20   # it otherwise drops, as a second one. docs/httpd.md)\n\
          \n\
          \x20   RewriteEngine On\n\
          \x20   RewriteRule ^ - [E=no-gzip:1,E=no-brotli:1]\n\

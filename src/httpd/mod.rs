@@ -45,3 +45,5 @@ pub(crate) const ANY_ACCEPT: &str = crate::namespace::digests::ANY_ACCEPT;
 pub(crate) const CATALOG_FOLDER: &str = crate::namespace::catalog::FOLDER;
 /// The body Go's router sends with a 405 (`http.Error`, without its newline).
 pub(crate) const METHOD_NOT_ALLOWED: &str = "Method Not Allowed";
+/// The registry's router's answer to a path it does not route (with its newline).
+pub(crate) const NOT_ROUTED: &str = "404 page not found";

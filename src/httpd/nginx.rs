@@ -425,7 +425,7 @@ fn nginx_server(opts: &HttpdOptions) -> String {
          \x20   location / {{\n\
          \x20       default_type \"text/plain; charset=utf-8\";\n\
          \x20       {api}\n\
-         \x20       return 404 '404 page not found\\n';\n\
+         \x20       return 404 '{NOT_ROUTED}\\n';\n\
          \x20   }}\n\
          }}\n"
     ));
