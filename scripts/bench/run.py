@@ -559,10 +559,9 @@ def bench_nginx(args, work, store):
                 + f"; registryfs daemon CPU {statistics.median(daemon) * 100:.0f}% of a core")
         for label in rounds:
             mnt, pl, rg = results[(label, "mount")], results[(label, "plain")], results[(label, "registry")]
-            # The digest headers (two links resolved per request) on both trees.
-            target = 0.9 if label in ("schema1", "schema2") else 0.95
+            # The digest headers (two links resolved per request) on both trees (issue 10).
             figure(f"nginx {label}-by-tag mount/plain", fmt(mnt, 0), fmt(pl, 0) + " plain", "req/s", mnt / pl,
-                   f">= {target}x", mnt / pl >= target)
+                   ">= 0.95x", mnt / pl >= 0.95)
             target = ">= 10x" if label == "schema1" else "(none)"
             met = mnt / rg >= 10 if label == "schema1" else None
             figure(f"nginx {label}-by-tag mount/registry-2.8", fmt(mnt, 0), fmt(rg, 0) + " registry", "req/s",
