@@ -216,7 +216,11 @@ mod tests {
         };
         let folder = long.for_inode(&inode(InodeKind::Dir, false));
         assert_eq!(folder.entry, Duration::from_secs(60));
-        assert_eq!(folder.attr, Duration::from_secs(60), "invalidated on change");
+        assert_eq!(
+            folder.attr,
+            Duration::from_secs(60),
+            "invalidated on change"
+        );
         let root = Inode {
             ino: ROOT_INO,
             ..inode(InodeKind::Dir, false)

@@ -16,6 +16,7 @@ mod daemon;
 mod fs;
 pub mod handles;
 pub mod inodes;
+mod listings;
 pub mod options;
 mod session;
 
