@@ -92,7 +92,7 @@ fn main() {
         platform: PlatformChoice::default(),
         convert_oci: false,
         allow_foreign_layers: false,
-        cache_entries: 16,
+        schema1_cache_bytes: 64 << 10,
     };
     let ns = Namespace::new(
         store::open(dir.path(), &OpenOptions::default()).expect("store"),

@@ -4,6 +4,7 @@
 //! Data flows one way: [`store`] readers → [`manifest`] types → [`schema1`] conversion
 //! and signing → [`namespace`] (path → content, no FUSE) → the FUSE adapter and the CLI.
 
+pub mod cache;
 pub mod digest;
 pub mod error;
 pub mod fuse;

@@ -51,9 +51,10 @@ struct NamespaceOptions {
     /// /var/cache/registryfs/s3 for root, else $XDG_CACHE_HOME or ~/.cache/registryfs/s3)
     #[arg(long, global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
-    /// Generated schema1 documents kept in memory
-    #[arg(long, global = true, value_name = "N", default_value_t = 1024)]
-    cache_entries: usize,
+    /// MiB of generated schema1 documents kept in memory (with the mount's other caches,
+    /// listed in `registryfs mount --help`)
+    #[arg(long, global = true, value_name = "MIB", default_value_t = 32)]
+    schema1_cache_mib: usize,
     /// Paths of the namespace: the registry's (`<repo>/manifests/<ref>/<kind>`), or the
     /// tree Pulp publishes for Crane (`app/<repo_id>.json` for Crane's data_dir,
     /// `web/<repo_id>/manifests/2/<ref>`... for the web server)
@@ -151,7 +152,7 @@ fn namespace(
             platform: options.platform.clone(),
             convert_oci: options.convert_oci,
             allow_foreign_layers: options.allow_foreign_layers,
-            cache_entries: options.cache_entries,
+            schema1_cache_bytes: options.schema1_cache_mib << 20,
         },
     );
     Ok(match options.layout {
@@ -233,8 +234,8 @@ fn mount(options: &NamespaceOptions, args: &registryfs::fuse::MountArgs) -> Resu
     if let Some(name) = overrides.oci_repo {
         options.oci_repo = Some(name);
     }
-    if let Some(n) = overrides.cache_entries {
-        options.cache_entries = n;
+    if let Some(n) = overrides.schema1_cache_mib {
+        options.schema1_cache_mib = n;
     }
     // Absolute: a daemon leaves the current folder.
     let store = if store::is_remote(&args.store) {

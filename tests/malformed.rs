@@ -505,6 +505,35 @@ fn a_one_gib_manifest_is_refused_without_reading_it() {
     assert_mentions(&e, &[&format!("{}/data", d2.encoded()), "4194305 bytes"]);
 }
 
+#[test]
+fn a_hostile_config_does_not_grow_the_schema1_cache_past_its_bytes() {
+    // 4 MiB of `<` (the registry's limit) becomes `\u003c` in v1Compatibility and
+    // `\\u003c` in the signed document: 28 MiB from one tag.
+    let s = StoreBuilder::new();
+    let good = good_repo(&s);
+    let plain = config(1);
+    let hostile = format!(
+        "{},\"x\":\"{}\"}}",
+        &plain[..plain.len() - 1],
+        "<".repeat((4 << 20) - plain.len() - 8)
+    );
+    assert!(hostile.len() <= 4 << 20, "{}", hostile.len());
+    s.image("hostile", "latest", &hostile, &[b"x"], LAYER);
+    let (store, ns) = open(s.root());
+    let bound = settings().schema1_cache_bytes;
+    // (Converted once: 28 MiB of JSON takes half a minute in a debug build.)
+    let doc = served(&ns, "hostile/manifests/latest/schema1").expect("converts");
+    assert!(doc.len() > 7 * (4 << 20) - (1 << 20), "{} bytes", doc.len());
+    assert!(
+        ns.schema1_cache_bytes() <= bound,
+        "{} bytes kept",
+        ns.schema1_cache_bytes()
+    );
+    assert_good_serves(&store, &ns, &good);
+    assert!(ns.schema1_cache_bytes() > 0, "the good documents are kept");
+    assert!(ns.schema1_cache_bytes() <= bound);
+}
+
 // ---------------------------------------------------------------------------------
 // Links and tags.
 

@@ -84,6 +84,9 @@ pub fn follow(
     let sink_ns = ns.clone();
     let sink: watch::Sink = Box::new(move |changes: Vec<StoreChange>| {
         log::debug!("store changes: {changes:?}");
+        // Forgotten before the epoch moves: a lookup that read a kept answer and ends
+        // after the epoch moved is not cached by the kernel (see `store::memo`).
+        sink_ns.forget_store_reads();
         epoch.advance();
         let stale = sink_ns.store_changed(&changes);
         if let Some(notifier) = sink_notifier.get() {

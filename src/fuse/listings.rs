@@ -6,25 +6,17 @@
 //! of a walk's), so the listing made for a folder's first page is kept here, by inode
 //! number, for the pages after it. A pass that starts again (offset 0) lists afresh.
 
+use crate::cache::ByteLru;
 use crate::error::Result;
 use crate::namespace::DirEntry;
-use lru::LruCache;
 use std::mem::size_of;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 /// Bytes of listings kept (names and entries). The listing being paged through is kept
 /// even when it alone is larger: listing it again for every page would be quadratic.
 pub const LISTING_CACHE_BYTES: usize = 16 << 20;
 
-pub struct Listings {
-    inner: Mutex<Inner>,
-    max_bytes: usize,
-}
-
-struct Inner {
-    lru: LruCache<u64, Arc<[DirEntry]>>,
-    bytes: usize,
-}
+pub struct Listings(ByteLru<u64, Arc<[DirEntry]>>);
 
 fn cost(entries: &[DirEntry]) -> usize {
     entries
@@ -36,18 +28,7 @@ fn cost(entries: &[DirEntry]) -> usize {
 
 impl Listings {
     pub fn new(max_bytes: usize) -> Listings {
-        Listings {
-            inner: Mutex::new(Inner {
-                lru: LruCache::unbounded(),
-                bytes: 0,
-            }),
-            max_bytes,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // The cache holds no invariant a panic could break halfway.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        Listings(ByteLru::new(max_bytes))
     }
 
     /// The listing of folder `ino` for a page starting at `offset`: made by `list` for
@@ -59,29 +40,19 @@ impl Listings {
         list: impl FnOnce() -> Result<Vec<DirEntry>>,
     ) -> Result<Arc<[DirEntry]>> {
         if offset > 0 {
-            if let Some(kept) = self.lock().lru.get(&ino) {
-                return Ok(kept.clone());
+            if let Some(kept) = self.0.get(&ino) {
+                return Ok(kept);
             }
         }
         let entries: Arc<[DirEntry]> = list()?.into();
-        let mut inner = self.lock();
-        if let Some(old) = inner.lru.put(ino, entries.clone()) {
-            inner.bytes -= cost(&old);
-        }
-        inner.bytes += cost(&entries);
-        while inner.bytes > self.max_bytes && inner.lru.len() > 1 {
-            match inner.lru.pop_lru() {
-                Some((_, old)) => inner.bytes -= cost(&old),
-                None => break,
-            }
-        }
+        self.0.put(ino, entries.clone(), cost(&entries));
         Ok(entries)
     }
 
     /// Bytes held now.
     #[cfg(test)]
     fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.0.bytes()
     }
 }
 

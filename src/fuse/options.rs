@@ -88,7 +88,7 @@ pub struct NamespaceOverrides {
     pub convert_oci: bool,
     pub allow_foreign_layers: bool,
     pub oci_repo: Option<String>,
-    pub cache_entries: Option<usize>,
+    pub schema1_cache_mib: Option<usize>,
 }
 
 impl MountArgs {
@@ -121,7 +121,7 @@ impl MountArgs {
                     MountOption::ConvertOci => ns.convert_oci = true,
                     MountOption::AllowForeignLayers => ns.allow_foreign_layers = true,
                     MountOption::OciRepo(name) => ns.oci_repo = Some(name),
-                    MountOption::CacheEntries(n) => ns.cache_entries = Some(n),
+                    MountOption::Schema1CacheMib(n) => ns.schema1_cache_mib = Some(n),
                 }
             }
         }
@@ -157,7 +157,7 @@ enum MountOption {
     ConvertOci,
     AllowForeignLayers,
     OciRepo(String),
-    CacheEntries(usize),
+    Schema1CacheMib(usize),
 }
 
 /// Options mount(8) and libmount may pass to a helper, and FUSE options that describe
@@ -251,9 +251,9 @@ fn parse_option(option: &str) -> Result<MountOption, String> {
             .map(MountOption::Platform)
             .map_err(bad),
         "oci_repo" => Ok(MountOption::OciRepo(need(value)?)),
-        "cache_entries" => need(value)?
+        "schema1_cache_mib" => need(value)?
             .parse::<usize>()
-            .map(MountOption::CacheEntries)
+            .map(MountOption::Schema1CacheMib)
             .map_err(|e| bad(e.to_string())),
         _ => Err(format!("unknown mount option {option:?}")),
     }
@@ -378,7 +378,7 @@ mod tests {
             "-o",
             "signing_key=/etc/registryfs/key.json,platform=linux/arm64/v8,threads=4",
             "-o",
-            "convert_oci,allow_foreign_layers,oci_repo=library/app,cache_entries=16",
+            "convert_oci,allow_foreign_layers,oci_repo=library/app,schema1_cache_mib=16",
         ])
         .unwrap();
         assert_eq!(s.access, Access::Everyone);
@@ -393,7 +393,7 @@ mod tests {
                 convert_oci: true,
                 allow_foreign_layers: true,
                 oci_repo: Some("library/app".into()),
-                cache_entries: Some(16),
+                schema1_cache_mib: Some(16),
             }
         );
     }
@@ -416,7 +416,7 @@ mod tests {
             "platform=linux",
             "signing_key=",
             "allow_other=yes",
-            "cache_entries=many",
+            "schema1_cache_mib=many",
             "tagttl=1",
             "bogus",
         ] {

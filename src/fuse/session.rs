@@ -103,6 +103,8 @@ fn mount(
         .tag_ttl
         .unwrap_or_else(|| changes::default_tag_ttl(follower.mode()));
     info!("tag paths and folders are cached for {tag_ttl:?}");
+    // Store reads live as long as the names made from them (forgotten on each change).
+    ns.remember_store_reads(tag_ttl);
     let fs = RegistryFs::new(
         ns,
         inodes,

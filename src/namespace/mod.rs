@@ -16,15 +16,14 @@ pub mod digests;
 mod path;
 mod representations;
 
+use crate::cache::ByteLru;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{ManifestKind, PlatformChoice};
 use crate::schema1::{SigningKey, EMPTY_LAYER_DIGEST, EMPTY_LAYER_TAR};
 use crate::store::{BlobFile, Folder, Store};
-use lru::LruCache;
-use std::num::NonZeroUsize;
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use crate::grammar::child_path;
@@ -43,7 +42,8 @@ pub struct Settings {
     /// Convert images with foreign layers, dropping their URLs as registry 2.8 does.
     pub allow_foreign_layers: bool,
     /// Generated schema1 documents kept in memory.
-    pub cache_entries: usize,
+    /// Bytes of generated schema1 documents kept.
+    pub schema1_cache_bytes: usize,
 }
 
 /// A file's bytes: in memory (manifests, tag lists) or a blob file on disk.
@@ -162,23 +162,22 @@ const EMPTY_LAYER_MTIME: SystemTime = SystemTime::UNIX_EPOCH;
 pub struct Namespace {
     store: Arc<dyn Store>,
     config: Settings,
-    schema1_cache: Mutex<LruCache<Schema1Key, Schema1Result>>,
-    verified_blobs: Mutex<LruCache<FileIdentity, Digest>>,
+    schema1_cache: ByteLru<Schema1Key, Schema1Result>,
+    verified_blobs: ByteLru<FileIdentity, Digest>,
     /// `Some`: paths are those of the Crane layout ([`crane`]).
     crane: Option<crane::CraneState>,
 }
 
-const VERIFIED_BLOBS_REMEMBERED: usize = 16 * 1024;
+/// Bytes of "this file (by identity) hashed to that digest" kept: about 16k blobs.
+pub const VERIFIED_BLOBS_BYTES: usize = 4 << 20;
 
 impl Namespace {
     pub fn new(store: Arc<dyn Store>, config: Settings) -> Namespace {
-        let entries = NonZeroUsize::new(config.cache_entries.max(1)).unwrap_or(NonZeroUsize::MIN);
-        let verified = NonZeroUsize::new(VERIFIED_BLOBS_REMEMBERED).unwrap_or(NonZeroUsize::MIN);
         Namespace {
             store,
+            schema1_cache: ByteLru::new(config.schema1_cache_bytes),
             config,
-            schema1_cache: Mutex::new(LruCache::new(entries)),
-            verified_blobs: Mutex::new(LruCache::new(verified)),
+            verified_blobs: ByteLru::new(VERIFIED_BLOBS_BYTES),
             crane: None,
         }
     }
@@ -187,6 +186,21 @@ impl Namespace {
     pub fn with_crane_layout(mut self, options: crane::CraneOptions) -> Namespace {
         self.crane = Some(crane::CraneState::new(options));
         self
+    }
+
+    /// Keep what is read from the store for `lifetime` (see `store::memo`).
+    pub fn remember_store_reads(&self, lifetime: std::time::Duration) {
+        self.store.remember_reads(lifetime);
+    }
+
+    /// Forget what was read from the store: it changed.
+    pub fn forget_store_reads(&self) {
+        self.store.forget_reads();
+    }
+
+    /// Bytes held by the generated schema1 documents kept.
+    pub fn schema1_cache_bytes(&self) -> usize {
+        self.schema1_cache.bytes()
     }
 
     pub fn settings(&self) -> &Settings {
@@ -492,12 +506,7 @@ impl Namespace {
                 "blob changed since it was looked up",
             ));
         }
-        if self
-            .verified_blobs
-            .lock()
-            .map(|mut c| c.get(&identity) == Some(digest))
-            .unwrap_or(false)
-        {
+        if self.verified_blobs.get(&identity).as_ref() == Some(digest) {
             return Ok(opened);
         }
         let actual = hash_open_file(&opened, &file.path)?;
@@ -507,9 +516,8 @@ impl Namespace {
                 format!("blob data does not hash to {digest} (found {actual})"),
             ));
         }
-        if let Ok(mut cache) = self.verified_blobs.lock() {
-            cache.put(identity, digest.clone());
-        }
+        let bytes = std::mem::size_of::<(FileIdentity, Digest)>() + digest.to_string().len();
+        self.verified_blobs.put(identity, digest.clone(), bytes);
         Ok(opened)
     }
 

@@ -77,6 +77,18 @@ pub struct Schema1Key {
     platform: String,
 }
 
+impl Schema1Key {
+    /// What one takes in memory, to bound the cache by bytes.
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.repo.len()
+            + self.tag.len()
+            + self.key_id.len()
+            + self.platform.len()
+            + 80
+    }
+}
+
 /// A manifest as stored, parsed.
 struct StoredManifest {
     bytes: Arc<[u8]>,
@@ -235,20 +247,22 @@ impl Namespace {
             key_id: self.config.key.kid().to_string(),
             platform: self.config.platform.to_string(),
         };
-        if let Some(hit) = self
-            .schema1_cache
-            .lock()
-            .ok()
-            .and_then(|mut c| c.get(&key).cloned())
-        {
+        if let Some(hit) = self.schema1_cache.get(&key) {
             return hit;
         }
         let result = self.convert(repo, tag, config, layers);
         if let Err(reason) = &result {
             log::warn!("{repo}:{tag} ({manifest_digest}): no schema1: {reason}");
         }
-        if let Ok(mut cache) = self.schema1_cache.lock() {
-            cache.put(key, result.clone());
+        // A document larger than the whole cache is made again when asked for (a
+        // hostile config can make one of 28 MiB).
+        let bytes = key.heap_bytes()
+            + match &result {
+                Ok(doc) => doc.signed.len(),
+                Err(reason) => reason.len(),
+            };
+        if bytes <= self.schema1_cache.max_bytes() {
+            self.schema1_cache.put(key, result.clone(), bytes);
         }
         result
     }

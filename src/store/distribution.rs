@@ -226,6 +226,14 @@ impl Store for DistributionStore {
         self.layer_document(repo, digest)
     }
 
+    fn remember_reads(&self, lifetime: std::time::Duration) {
+        self.root.remember_reads(lifetime);
+    }
+
+    fn forget_reads(&self) {
+        self.root.forget_reads();
+    }
+
     fn watch_target(&self) -> (std::path::PathBuf, crate::watch::Layout) {
         (self.root.dir.clone(), crate::watch::Layout::Distribution)
     }

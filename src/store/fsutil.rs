@@ -6,6 +6,7 @@
 //! while they stay inside the store, in one system call (`canonicalize` costs one
 //! `lstat` per path component, which dominated cold lookups).
 
+use super::memo::{ReadMemo, Remembered, StoreRead};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use std::ffi::CString;
@@ -14,7 +15,8 @@ use std::io::{ErrorKind, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 /// `struct open_how` of linux/openat2.h (libc's is non-exhaustive).
 #[repr(C)]
@@ -29,6 +31,7 @@ struct OpenHow {
 pub struct Root {
     pub dir: PathBuf,
     fd: OwnedFd,
+    memo: ReadMemo,
 }
 
 impl Root {
@@ -42,7 +45,18 @@ impl Root {
         Ok(Root {
             dir,
             fd: file.into(),
+            memo: ReadMemo::default(),
         })
+    }
+
+    /// Keeps what is read for `lifetime` (see [`super::memo`]); zero: not at all.
+    pub fn remember_reads(&self, lifetime: Duration) {
+        self.memo.keep_for(lifetime);
+    }
+
+    /// Forgets what was read (the store changed).
+    pub fn forget_reads(&self) {
+        self.memo.forget();
     }
 
     /// Opens `rel` below the root: None if it does not exist, an error if a symlink
@@ -94,12 +108,35 @@ impl Root {
     }
 
     pub fn is_dir(&self, rel: &str) -> Result<bool> {
-        Ok(self.open(rel, libc::O_PATH | libc::O_DIRECTORY)?.is_some())
+        self.memo.get_or(
+            StoreRead::IsDir,
+            rel,
+            |r| match r {
+                Remembered::IsDir(b) => Some(b),
+                _ => None,
+            },
+            |b| Remembered::IsDir(*b),
+            || Ok(self.open(rel, libc::O_PATH | libc::O_DIRECTORY)?.is_some()),
+        )
     }
 
     /// The names in a folder (raw readdir order) and whether each is a folder, or None if
     /// it does not exist. Symlinked entries count only if they stay inside the store.
     pub fn read_dir(&self, rel: &str) -> Result<Option<Vec<(String, bool)>>> {
+        let names = self.memo.get_or(
+            StoreRead::Dir,
+            rel,
+            |r| match r {
+                Remembered::Dir(names) => Some(names),
+                _ => None,
+            },
+            |names| Remembered::Dir(names.clone()),
+            || Ok(self.read_dir_now(rel)?.map(Arc::from)),
+        )?;
+        Ok(names.map(|names| names.to_vec()))
+    }
+
+    fn read_dir_now(&self, rel: &str) -> Result<Option<Vec<(String, bool)>>> {
         if !self.is_dir(rel)? {
             return Ok(None);
         }
@@ -143,6 +180,19 @@ impl Root {
     /// A regular file's path, length and modification time, or None if missing (or not
     /// a regular file).
     pub fn regular_file(&self, rel: &str) -> Result<Option<FileMeta>> {
+        self.memo.get_or(
+            StoreRead::RegularFile,
+            rel,
+            |r| match r {
+                Remembered::RegularFile(meta) => Some(meta),
+                _ => None,
+            },
+            |meta| Remembered::RegularFile(meta.clone()),
+            || self.regular_file_now(rel),
+        )
+    }
+
+    fn regular_file_now(&self, rel: &str) -> Result<Option<FileMeta>> {
         let Some(file) = self.open(rel, libc::O_PATH)? else {
             return Ok(None);
         };
@@ -157,6 +207,19 @@ impl Root {
 
     /// A folder's modification time, or None if it is not there (or not a folder).
     pub fn dir_mtime(&self, rel: &str) -> Result<Option<SystemTime>> {
+        self.memo.get_or(
+            StoreRead::DirTime,
+            rel,
+            |r| match r {
+                Remembered::DirTime(t) => Some(t),
+                _ => None,
+            },
+            |t| Remembered::DirTime(*t),
+            || self.dir_mtime_now(rel),
+        )
+    }
+
+    fn dir_mtime_now(&self, rel: &str) -> Result<Option<SystemTime>> {
         let Some(dir) = self.open(rel, libc::O_PATH | libc::O_DIRECTORY)? else {
             return Ok(None);
         };
@@ -174,6 +237,23 @@ impl Root {
     /// [`Root::read_limited`], with the file's modification time from the same
     /// descriptor.
     pub fn read_stamped(&self, rel: &str, limit: u64) -> Result<Option<(Vec<u8>, SystemTime)>> {
+        let kept = self.memo.get_or(
+            StoreRead::Stamped(limit),
+            rel,
+            |r| match r {
+                Remembered::Stamped(read) => Some(read),
+                _ => None,
+            },
+            |read| Remembered::Stamped(read.clone()),
+            || {
+                let read = self.read_stamped_now(rel, limit)?;
+                Ok(read.map(|(bytes, mtime)| (Arc::<[u8]>::from(bytes), mtime)))
+            },
+        )?;
+        Ok(kept.map(|(bytes, mtime)| (bytes.to_vec(), mtime)))
+    }
+
+    fn read_stamped_now(&self, rel: &str, limit: u64) -> Result<Option<(Vec<u8>, SystemTime)>> {
         let path = self.dir.join(rel);
         let Some(file) = self.open_read(rel)? else {
             return Ok(None);
@@ -222,7 +302,16 @@ impl Root {
     /// before it counts as bad; anything else is bad at once. The link's modification
     /// time comes with it (when it was last written: a push).
     pub fn read_link(&self, rel: &str) -> Result<Option<(Digest, SystemTime)>> {
-        self.read_link_with_pauses(rel, &[1, 2, 4, 8, 16, 32, 64])
+        self.memo.get_or(
+            StoreRead::Link,
+            rel,
+            |r| match r {
+                Remembered::Link(link) => Some(link),
+                _ => None,
+            },
+            |link| Remembered::Link(link.clone()),
+            || self.read_link_with_pauses(rel, &[1, 2, 4, 8, 16, 32, 64]),
+        )
     }
 
     fn read_link_with_pauses(
@@ -233,7 +322,7 @@ impl Root {
         let path = self.dir.join(rel);
         let mut attempt = 0;
         loop {
-            let Some((bytes, mtime)) = self.read_stamped(rel, 1024)? else {
+            let Some((bytes, mtime)) = self.read_stamped_now(rel, 1024)? else {
                 return Ok(None);
             };
             match parse_link(&path, &bytes) {

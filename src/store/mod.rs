@@ -4,6 +4,7 @@
 mod distribution;
 mod fsutil;
 mod links;
+mod memo;
 mod oci_layout;
 mod s3;
 
@@ -11,7 +12,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub use distribution::DistributionStore;
 pub use oci_layout::OciLayoutStore;
@@ -119,6 +120,13 @@ pub trait Store: Send + Sync {
 
     /// The folder to watch for changes, and how its paths map to repositories.
     fn watch_target(&self) -> (PathBuf, crate::watch::Layout);
+
+    /// Keep what is read for `lifetime` (a mount: its tag lifetime), until
+    /// [`Store::forget_reads`]. Local stores only (`memo`); zero: not at all.
+    fn remember_reads(&self, _lifetime: Duration) {}
+
+    /// Forget what was read: the store changed.
+    fn forget_reads(&self) {}
 }
 
 /// Options that only apply to some layouts.

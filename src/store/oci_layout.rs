@@ -342,6 +342,14 @@ impl Store for OciLayoutStore {
         self.read_manifest_blob(digest)
     }
 
+    fn remember_reads(&self, lifetime: std::time::Duration) {
+        self.root.remember_reads(lifetime);
+    }
+
+    fn forget_reads(&self) {
+        self.root.forget_reads();
+    }
+
     fn watch_target(&self) -> (std::path::PathBuf, crate::watch::Layout) {
         (self.root.dir.clone(), crate::watch::Layout::OciLayout)
     }

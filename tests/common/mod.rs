@@ -153,7 +153,7 @@ pub fn settings() -> Settings {
         platform: PlatformChoice::default(),
         convert_oci: false,
         allow_foreign_layers: false,
-        cache_entries: 64,
+        schema1_cache_bytes: 1 << 20,
     }
 }
 

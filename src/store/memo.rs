@@ -1,0 +1,204 @@
+//! What a mount read from a local store recently, kept for as long as the kernel keeps
+//! the names made from it (the tag lifetime).
+//!
+//! A walk or a web server asks for the same repository from many paths: one tag folder
+//! read its revision link 19 times and the repository's `_manifests` folder 18 times
+//! (160 store system calls for one repository of the benchmark store). The mount keeps
+//! those answers here; every batch of store changes forgets all of them
+//! ([`ReadMemo::forget`]) before the kernel's caches are invalidated, and a read that
+//! started before a forget is not kept (a generation counter), so nothing read before a
+//! change outlives it. Errors are never kept. Off (lifetime zero) for `ls`/`cat`.
+
+use crate::cache::ByteLru;
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::store::fsutil::FileMeta;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Bytes of store reads kept.
+pub const STORE_READ_CACHE_BYTES: usize = 32 << 20;
+
+/// Which read of a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoreRead {
+    IsDir,
+    Dir,
+    RegularFile,
+    DirTime,
+    /// A whole small file, refused above this many bytes.
+    Stamped(u64),
+    Link,
+}
+
+#[derive(Clone)]
+pub enum Remembered {
+    IsDir(bool),
+    Dir(Option<Arc<[(String, bool)]>>),
+    RegularFile(Option<FileMeta>),
+    DirTime(Option<SystemTime>),
+    Stamped(Option<(Arc<[u8]>, SystemTime)>),
+    Link(Option<(Digest, SystemTime)>),
+}
+
+impl Remembered {
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Remembered::Dir(Some(names)) => names.iter().map(|(n, _)| n.len() + 32).sum(),
+            Remembered::RegularFile(Some(meta)) => meta.path.as_os_str().len(),
+            Remembered::Stamped(Some((bytes, _))) => bytes.len(),
+            _ => 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadMemo")
+            .field("bytes", &self.entries.bytes())
+            .finish()
+    }
+}
+
+pub struct ReadMemo {
+    /// Nanoseconds; 0: off.
+    lifetime_ns: AtomicU64,
+    /// Advanced by every forget: a read that saw another generation is not kept.
+    generation: AtomicU64,
+    entries: ByteLru<(StoreRead, String), (Instant, Remembered)>,
+}
+
+impl Default for ReadMemo {
+    fn default() -> Self {
+        ReadMemo {
+            lifetime_ns: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            entries: ByteLru::new(STORE_READ_CACHE_BYTES),
+        }
+    }
+}
+
+impl ReadMemo {
+    /// Keeps reads for `lifetime` from now on (zero: not at all).
+    pub fn keep_for(&self, lifetime: Duration) {
+        let ns = u64::try_from(lifetime.as_nanos()).unwrap_or(u64::MAX);
+        self.lifetime_ns.store(ns, Ordering::Release);
+        self.forget();
+    }
+
+    /// Forgets every read (the store changed).
+    pub fn forget(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.entries.clear();
+    }
+
+    /// The kept answer of `read` of `rel`, or `make`'s (kept if it is not an error).
+    pub fn get_or<T>(
+        &self,
+        read: StoreRead,
+        rel: &str,
+        unwrap: impl Fn(Remembered) -> Option<T>,
+        wrap: impl Fn(&T) -> Remembered,
+        make: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let lifetime = Duration::from_nanos(self.lifetime_ns.load(Ordering::Acquire));
+        if lifetime.is_zero() {
+            return make();
+        }
+        let key = (read, rel.to_string());
+        if let Some((at, kept)) = self.entries.get(&key) {
+            if at.elapsed() < lifetime {
+                if let Some(value) = unwrap(kept) {
+                    return Ok(value);
+                }
+            }
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let started = Instant::now();
+        let value = make()?;
+        let kept = wrap(&value);
+        if self.generation.load(Ordering::Acquire) == generation {
+            let bytes = 96 + key.1.len() + kept.heap_bytes();
+            self.entries.put(key, (started, kept), bytes);
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn read_dir_twice(memo: &ReadMemo, calls: &Cell<u32>) -> bool {
+        let get = || {
+            memo.get_or(
+                StoreRead::IsDir,
+                "a",
+                |r| match r {
+                    Remembered::IsDir(b) => Some(b),
+                    _ => None,
+                },
+                |b| Remembered::IsDir(*b),
+                || {
+                    calls.set(calls.get() + 1);
+                    Ok(true)
+                },
+            )
+            .unwrap()
+        };
+        get() && get()
+    }
+
+    #[test]
+    fn off_until_given_a_lifetime_then_kept_until_forgotten() {
+        let memo = ReadMemo::default();
+        let calls = Cell::new(0);
+        assert!(read_dir_twice(&memo, &calls));
+        assert_eq!(calls.get(), 2, "off: every read goes to the store");
+        memo.keep_for(Duration::from_secs(60));
+        read_dir_twice(&memo, &calls);
+        assert_eq!(calls.get(), 3, "the second read was kept");
+        memo.forget();
+        read_dir_twice(&memo, &calls);
+        assert_eq!(calls.get(), 4, "read again after a change");
+        memo.keep_for(Duration::from_nanos(1));
+        std::thread::sleep(Duration::from_millis(2));
+        read_dir_twice(&memo, &calls);
+        assert_eq!(calls.get(), 6, "expired");
+    }
+
+    #[test]
+    fn a_read_across_a_forget_is_not_kept_and_errors_never_are() {
+        let memo = ReadMemo::default();
+        memo.keep_for(Duration::from_secs(60));
+        let unwrap = |r| match r {
+            Remembered::DirTime(t) => Some(t),
+            _ => None,
+        };
+        let wrap = |t: &Option<SystemTime>| Remembered::DirTime(*t);
+        let old = memo
+            .get_or(StoreRead::DirTime, "x", unwrap, wrap, || {
+                memo.forget(); // the store changed while this read ran
+                Ok(Some(SystemTime::UNIX_EPOCH))
+            })
+            .unwrap();
+        assert_eq!(old, Some(SystemTime::UNIX_EPOCH));
+        let new = memo
+            .get_or(StoreRead::DirTime, "x", unwrap, wrap, || Ok(None))
+            .unwrap();
+        assert_eq!(new, None, "the read from before the change was not kept");
+        let failed = memo.get_or(StoreRead::DirTime, "y", unwrap, wrap, || {
+            Err(crate::error::Error::invalid(
+                std::path::Path::new("y"),
+                "bad",
+            ))
+        });
+        assert!(failed.is_err());
+        let after = memo
+            .get_or(StoreRead::DirTime, "y", unwrap, wrap, || Ok(None))
+            .unwrap();
+        assert_eq!(after, None);
+    }
+}
