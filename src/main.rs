@@ -84,6 +84,7 @@ enum Command {
     /// Write a new P-256 signing key (`.json`/`.jwk`: libtrust JWK, else PEM)
     Keygen { path: PathBuf },
     /// Mount the namespace read-only with FUSE (foreground unless --daemon)
+    #[command(after_help = registryfs::fuse::memory::bounds_help())]
     Mount(registryfs::fuse::MountArgs),
     /// Print an nginx or Apache config serving the Registry v2 pull API from a mount
     HttpdConfig(registryfs::httpd::HttpdConfigArgs),

@@ -17,6 +17,7 @@ mod fs;
 pub mod handles;
 pub mod inodes;
 mod listings;
+pub mod memory;
 pub mod options;
 mod session;
 

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use distribution::DistributionStore;
+pub use memo::STORE_READ_CACHE_BYTES;
 pub use oci_layout::OciLayoutStore;
-pub use s3::S3Store;
+pub use s3::{S3Store, DOCUMENT_CACHE_BYTES as S3_DOCUMENT_CACHE_BYTES};
 
 /// Largest manifest or config registry 2.8.2 reads (`4<<20`; exactly 4 MiB is allowed).
 pub const MAX_DOCUMENT_BYTES: u64 = 4 << 20;

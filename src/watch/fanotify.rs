@@ -19,10 +19,9 @@
 
 use super::mapping::changes_for;
 use super::{doing, syscall_error, wait_readable, Batch, Layout, StoreChange};
-use lru::LruCache;
+use crate::cache::ByteLru;
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -32,7 +31,8 @@ use std::time::{Duration, Instant};
 /// How long after the first change of a batch the batch is handed to the sink.
 const BATCH_WINDOW: Duration = Duration::from_millis(5);
 /// Folder handle -> path entries remembered; enough for the folders being written to.
-const PATHS_REMEMBERED: usize = 16 * 1024;
+/// Bytes of folder paths remembered by file handle (about 16k folders).
+pub const FOLDER_PATH_CACHE_BYTES: usize = 4 << 20;
 /// Reads per wake-up before a due batch is delivered, so a busy filesystem (the mark
 /// sees all of it) cannot hold a batch back.
 const READS_PER_WAKE: usize = 16;
@@ -134,7 +134,7 @@ pub(super) struct Listener {
     store_handle: Vec<u8>,
     layout: Layout,
     /// Folder handle -> its path, or None if the folder is gone.
-    paths: LruCache<Vec<u8>, Option<PathBuf>>,
+    paths: ByteLru<Vec<u8>, Option<PathBuf>>,
 }
 
 /// One event read from the group.
@@ -195,14 +195,13 @@ impl Listener {
                 )))
             }
         }
-        let capacity = NonZeroUsize::new(PATHS_REMEMBERED).unwrap_or(NonZeroUsize::MIN);
         Ok(Listener {
             fanotify,
             mount,
             store: store.to_path_buf(),
             store_handle,
             layout,
-            paths: LruCache::new(capacity),
+            paths: ByteLru::new(FOLDER_PATH_CACHE_BYTES),
         })
     }
 
@@ -323,11 +322,12 @@ impl Listener {
 
     /// The folder a handle names, remembered.
     fn folder_path(&mut self, handle: &[u8]) -> io::Result<Option<PathBuf>> {
-        if let Some(path) = self.paths.get(handle) {
-            return Ok(path.clone());
+        if let Some(path) = self.paths.get(&handle.to_vec()) {
+            return Ok(path);
         }
         let path = open_handle(&self.mount, handle)?;
-        self.paths.put(handle.to_vec(), path.clone());
+        let bytes = 64 + handle.len() + path.as_ref().map_or(0, |p| p.as_os_str().len());
+        self.paths.put(handle.to_vec(), path.clone(), bytes);
         Ok(path)
     }
 

@@ -8,6 +8,7 @@
 //! every `fallback` interval instead.
 
 mod fanotify;
+pub use fanotify::FOLDER_PATH_CACHE_BYTES;
 mod mapping;
 
 use crate::error::{Error, Result};

@@ -39,7 +39,7 @@ use std::time::SystemTime;
 /// Largest link object read: a digest is at most 7 + 128 bytes.
 const MAX_LINK_BYTES: u64 = 1024;
 /// Bytes of manifests and configs kept in memory.
-const DOCUMENT_CACHE_BYTES: usize = 64 << 20;
+pub const DOCUMENT_CACHE_BYTES: usize = 64 << 20;
 /// One ranged GET of a blob download.
 const BLOB_PART_BYTES: u64 = 8 << 20;
 

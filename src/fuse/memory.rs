@@ -1,0 +1,63 @@
+//! The memory a mount may use, as `registryfs mount --help` states it: every cache is
+//! a [`crate::cache::ByteLru`] with one of these bounds.
+
+use super::fs::CONTENT_CACHE_BYTES;
+use super::listings::LISTING_CACHE_BYTES;
+
+fn mib(bytes: usize) -> String {
+    format!("{} MiB", bytes >> 20)
+}
+
+/// The text after `registryfs mount --help`.
+pub fn bounds_help() -> String {
+    let rows = [
+        (
+            "schema1 documents".to_string(),
+            "--schema1-cache-mib (default 32 MiB)".to_string(),
+        ),
+        (
+            "generated files, between lookup and open".into(),
+            mib(CONTENT_CACHE_BYTES),
+        ),
+        (
+            "folder listings, between readdir pages".into(),
+            mib(LISTING_CACHE_BYTES),
+        ),
+        (
+            "store reads (local stores), for the tag lifetime".into(),
+            mib(crate::store::STORE_READ_CACHE_BYTES),
+        ),
+        (
+            "blobs already hashed (by file identity)".into(),
+            mib(crate::namespace::VERIFIED_BLOBS_BYTES),
+        ),
+        (
+            "store folder paths (fanotify)".into(),
+            mib(crate::watch::FOLDER_PATH_CACHE_BYTES),
+        ),
+        (
+            "S3 documents (blobs go to --cache-dir)".into(),
+            mib(crate::store::S3_DOCUMENT_CACHE_BYTES),
+        ),
+    ];
+    let mut text = String::from("Memory (each cache is bounded by bytes):\n");
+    for (what, bound) in rows {
+        text.push_str(&format!("  {what:<50} {bound}\n"));
+    }
+    text.push_str(
+        "  and the inode table, which grows with the names the kernel holds (the kernel \
+         forgets names it no longer needs; docs/performance.md)\n",
+    );
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_bound_is_stated() {
+        let help = super::bounds_help();
+        for needle in ["--schema1-cache-mib", "4 MiB", "16 MiB", "32 MiB", "64 MiB"] {
+            assert!(help.contains(needle), "{needle} missing from:\n{help}");
+        }
+    }
+}
