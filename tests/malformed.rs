@@ -907,6 +907,28 @@ fn oci_layout_with_a_broken_index_keeps_its_blobs() {
 }
 
 #[test]
+fn oci_layout_index_rewritten_under_one_namespace_shows_at_once() {
+    // index.json is kept parsed by file identity: a rewrite in place (same length) and a
+    // replacement by rename must both show on the next call.
+    let l = Layout::new();
+    let (m, _) = l.image(b"layer");
+    l.index(&[(&m, "aa")]);
+    let (_, ns) = open(&l.root);
+    let tags = |ns: &Namespace| String::from_utf8(served(ns, "img/tags/list").unwrap()).unwrap();
+    assert!(tags(&ns).contains("\"aa\""));
+    l.index(&[(&m, "bb")]);
+    assert!(tags(&ns).contains("\"bb\""), "{}", tags(&ns));
+    let staged = l.root.join("index.json.new");
+    std::fs::rename(l.root.join("index.json"), &staged).expect("rename");
+    l.index(&[(&m, "cc")]);
+    std::fs::rename(l.root.join("index.json"), l.root.join("index.json.cc")).expect("rename");
+    std::fs::rename(&staged, l.root.join("index.json")).expect("rename");
+    assert!(tags(&ns).contains("\"bb\""));
+    std::fs::rename(l.root.join("index.json.cc"), l.root.join("index.json")).expect("rename");
+    assert!(tags(&ns).contains("\"cc\""), "{}", tags(&ns));
+}
+
+#[test]
 fn oci_layout_bad_ref_names_and_missing_blobs() {
     let l = Layout::new();
     let (good, _) = l.image(b"good");

@@ -21,8 +21,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{ManifestKind, PlatformChoice};
 use crate::schema1::{SigningKey, EMPTY_LAYER_DIGEST, EMPTY_LAYER_TAR};
-use crate::store::{BlobFile, Folder, Store};
-use std::os::unix::fs::MetadataExt;
+use crate::store::{BlobFile, FileIdentity, Folder, Store};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -140,16 +139,6 @@ impl Place {
 pub struct DirEntry {
     pub name: String,
     pub is_dir: bool,
-}
-
-/// A blob file's identity on disk; a verified hash stays valid while it is unchanged.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct FileIdentity {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
 }
 
 /// A generated schema1 document, or why there is none (cached either way).
@@ -493,13 +482,8 @@ impl Namespace {
             Error::NotFound(format!("{}: blob data is gone", file.path.display()))
         })?;
         let meta = opened.metadata().map_err(|e| Error::io(&file.path, e))?;
-        let identity = FileIdentity {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
-        };
+        // A verified hash stays valid while the file's identity is unchanged.
+        let identity = FileIdentity::of(&meta);
         if !meta.is_file() || meta.len() != file.len {
             return Err(Error::invalid(
                 &file.path,

@@ -272,6 +272,42 @@ impl Root {
         Ok(Some((bytes, mtime_of(&meta))))
     }
 
+    /// Reads a small regular file whole unless its identity is still `known` (one
+    /// `open` and `fstat` then); None if it does not exist. Identity and bytes come
+    /// from the same descriptor. Never kept by the read memo: this is how a cache
+    /// above it stays fresh.
+    pub fn read_if_changed(
+        &self,
+        rel: &str,
+        limit: u64,
+        known: Option<&FileIdentity>,
+    ) -> Result<Option<IfChanged>> {
+        let path = self.dir.join(rel);
+        let Some(file) = self.open_read(rel)? else {
+            return Ok(None);
+        };
+        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        let identity = FileIdentity::of(&meta);
+        if known == Some(&identity) {
+            return Ok(Some(IfChanged::Unchanged));
+        }
+        if meta.len() > limit {
+            return Err(Error::invalid(
+                &path,
+                format!("{} bytes is more than the {limit}-byte limit", meta.len()),
+            ));
+        }
+        let bytes = read_limited_from(file, &path, limit)?;
+        Ok(Some(IfChanged::Changed {
+            bytes,
+            mtime: mtime_of(&meta),
+            identity,
+        }))
+    }
+
     /// Reads a document (manifest, config) whole through the root and checks that it
     /// hashes to `digest`: the bytes checked are the bytes returned.
     pub fn read_verified(
@@ -345,6 +381,41 @@ impl Root {
 pub fn parse_link(path: &Path, bytes: &[u8]) -> Result<Digest> {
     let text = std::str::from_utf8(bytes).map_err(|_| Error::invalid(path, "link is not UTF-8"))?;
     Digest::parse(text).map_err(|e| Error::invalid(path, format!("bad link: {e}")))
+}
+
+/// A file's identity on disk: while it is unchanged, so is the content (a rewrite in
+/// place changes the times, a replacement the inode).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileIdentity {
+    pub fn of(meta: &std::fs::Metadata) -> FileIdentity {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// [`Root::read_if_changed`]'s answer.
+pub enum IfChanged {
+    Unchanged,
+    Changed {
+        bytes: Vec<u8>,
+        mtime: SystemTime,
+        identity: FileIdentity,
+    },
 }
 
 /// A regular file of the store, as seen when it was opened.

@@ -3,6 +3,7 @@
 
 mod distribution;
 mod fsutil;
+pub use fsutil::FileIdentity;
 mod links;
 mod memo;
 mod oci_layout;

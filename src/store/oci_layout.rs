@@ -5,7 +5,7 @@
 //! tools write) names its own repository. Every manifest reachable from `index.json`
 //! (nested indexes included) and every blob is shared by all repositories of the layout.
 
-use super::fsutil::{FileMeta, Root};
+use super::fsutil::{FileIdentity, FileMeta, IfChanged, Root};
 use super::{BlobFile, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -13,7 +13,7 @@ use crate::grammar::{is_repository_name, is_tag};
 use crate::manifest::{self, Manifest};
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -24,12 +24,18 @@ const MAX_INDEX_DEPTH: usize = 8;
 pub struct OciLayoutStore {
     root: Root,
     default_repository: String,
-    /// Warnings already logged: index.json is read on every call, and a bad entry
-    /// would otherwise be logged several times per lookup.
+    /// Warnings already logged: a bad entry would otherwise be logged every time
+    /// index.json is read again.
     warned: Mutex<HashSet<String>>,
+    /// index.json as last read, with the file identity it was read at: every call
+    /// checks the identity (one `open` and `fstat`) and reads the file again only when
+    /// it changed, so a rewritten index shows up at once.
+    index: Mutex<Option<(FileIdentity, Arc<Index>)>>,
 }
 
-/// What index.json says, read fresh on each call so that a rewritten index shows up.
+/// What index.json says (with every manifest it reaches: nested indexes are
+/// content-addressed, so they cannot change under the same index.json).
+#[derive(Debug)]
 struct Index {
     /// (repository, tag, digest) in index order; later duplicates of a name are dropped.
     tags: Vec<(String, String, Digest)>,
@@ -74,6 +80,7 @@ impl OciLayoutStore {
             root,
             default_repository,
             warned: Mutex::new(HashSet::new()),
+            index: Mutex::new(None),
         })
     }
 
@@ -129,15 +136,38 @@ impl OciLayoutStore {
             }))
     }
 
-    fn index(&self) -> Result<Index> {
+    fn index(&self) -> Result<Arc<Index>> {
         let path = self.root.dir.join("index.json");
-        let (bytes, mtime) = self
+        let mut kept = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let known = kept.as_ref().map(|(identity, _)| identity);
+        let read = self
             .root
-            .read_stamped("index.json", MAX_DOCUMENT_BYTES)?
+            .read_if_changed("index.json", MAX_DOCUMENT_BYTES, known)?
             .ok_or_else(|| Error::invalid(&path, "missing"))?;
-        let parsed = manifest::parse(&bytes).map_err(|e| Error::invalid(&path, e))?;
+        match read {
+            IfChanged::Unchanged => match kept.as_ref() {
+                Some((_, index)) => Ok(index.clone()),
+                None => Err(Error::invalid(
+                    &path,
+                    "read as unchanged before it was read",
+                )),
+            },
+            IfChanged::Changed {
+                bytes,
+                mtime,
+                identity,
+            } => {
+                let index = Arc::new(self.parse_index(&path, &bytes, mtime)?);
+                *kept = Some((identity, index.clone()));
+                Ok(index)
+            }
+        }
+    }
+
+    fn parse_index(&self, path: &Path, bytes: &[u8], mtime: SystemTime) -> Result<Index> {
+        let parsed = manifest::parse(bytes).map_err(|e| Error::invalid(path, e))?;
         let Manifest::Index { manifests } = parsed.manifest else {
-            return Err(Error::invalid(&path, "index.json is not an image index"));
+            return Err(Error::invalid(path, "index.json is not an image index"));
         };
         let mut index = Index {
             tags: Vec::new(),
@@ -221,7 +251,7 @@ impl OciLayoutStore {
         // A broken index.json loses the tags, not the layout: the default repository
         // and its blobs keep serving, and what needs the index fails naming it.
         match self.index() {
-            Ok(index) => repos.extend(index.tags.into_iter().map(|(r, _, _)| r)),
+            Ok(index) => repos.extend(index.tags.iter().map(|(r, _, _)| r.clone())),
             Err(e) => self.warn_once(e.to_string()),
         }
         repos.insert(self.default_repository.clone());
@@ -260,9 +290,9 @@ impl Store for OciLayoutStore {
         Ok(Some(
             self.index()?
                 .tags
-                .into_iter()
+                .iter()
                 .filter(|(r, _, _)| r == repo)
-                .map(|(_, t, _)| t)
+                .map(|(_, t, _)| t.clone())
                 .collect(),
         ))
     }
@@ -272,9 +302,12 @@ impl Store for OciLayoutStore {
         let mtime = index.mtime;
         Ok(index
             .tags
-            .into_iter()
+            .iter()
             .find(|(r, t, _)| r == repo && t == tag)
-            .map(|(_, _, digest)| TagLink { digest, mtime }))
+            .map(|(_, _, digest)| TagLink {
+                digest: digest.clone(),
+                mtime,
+            }))
     }
 
     fn folder_mtime(&self, folder: Folder<'_>) -> Result<Option<SystemTime>> {
@@ -294,7 +327,7 @@ impl Store for OciLayoutStore {
         }
         let index = self.index()?;
         let mut out = Vec::new();
-        for d in index.manifests {
+        for d in index.manifests.iter().cloned() {
             if d.sha256_hex().is_some()
                 && self
                     .root
