@@ -10,6 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +52,18 @@ struct NamespaceOptions {
     /// /var/cache/registryfs/s3 for root, else $XDG_CACHE_HOME or ~/.cache/registryfs/s3)
     #[arg(long, global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// S3 store: path-style requests (`ENDPOINT/BUCKET/KEY`) also for AWS [default: on
+    /// for AWS_ENDPOINT_URL, else AWS_VIRTUAL_HOSTED_STYLE_REQUEST=false turns it on]
+    #[arg(long, global = true)]
+    s3_path_style: bool,
+    /// S3 store: allow plain HTTP [default: on for an http:// endpoint, or with
+    /// AWS_ALLOW_HTTP=true]
+    #[arg(long, global = true)]
+    s3_allow_http: bool,
+    /// S3 store: give up on one request to the server after this long (an operation
+    /// fails with EIO); retries of quick failures begin within half of it [default: 10]
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = parse_timeout)]
+    s3_timeout: Option<Duration>,
     /// Generated schema1 documents kept in memory
     #[arg(long, global = true, value_name = "N", default_value_t = 1024)]
     cache_entries: usize,
@@ -142,6 +155,11 @@ fn namespace(
         &OpenOptions {
             oci_repository: options.oci_repo.clone(),
             cache_dir: options.cache_dir.clone(),
+            s3: store::S3Overrides {
+                path_style: options.s3_path_style,
+                allow_http: options.s3_allow_http,
+                request_timeout: options.s3_timeout,
+            },
         },
     )?;
     let ns = Namespace::new(
@@ -249,6 +267,13 @@ fn mount(options: &NamespaceOptions, args: &registryfs::fuse::MountArgs) -> Resu
     }
     let ns = namespace(&options, &store, true)?;
     registryfs::fuse::mount(ns, &store, &args.mountpoint, &settings)
+}
+
+fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
+    match registryfs::fuse::options::parse_seconds(s)? {
+        t if t.is_zero() => Err("a timeout must be more than 0 seconds".to_string()),
+        t => Ok(t),
+    }
 }
 
 fn keygen(path: &Path) -> Result<()> {

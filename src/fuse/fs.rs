@@ -303,6 +303,8 @@ fn errno_for(e: &Error, what: &str) -> Errno {
     if e.is_not_found() {
         Errno::ENOENT
     } else {
+        // The mount's root is "" in the namespace.
+        let what = if what.is_empty() { "/" } else { what };
         warn!("{what}: {e}");
         Errno::EIO
     }

@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 pub use distribution::DistributionStore;
 pub use oci_layout::OciLayoutStore;
+pub use s3::config::Overrides as S3Overrides;
 pub use s3::S3Store;
 
 /// Largest manifest or config registry 2.8.2 reads (`4<<20`; exactly 4 MiB is allowed).
@@ -128,6 +129,8 @@ pub struct OpenOptions {
     pub oci_repository: Option<String>,
     /// Where an S3 store keeps downloaded blobs (default: [`s3::default_cache_dir`]).
     pub cache_dir: Option<PathBuf>,
+    /// An S3 store's client settings given on the command line.
+    pub s3: S3Overrides,
 }
 
 /// Whether `store` names an S3 store (`s3://BUCKET[/ROOT]`) rather than a local folder.
@@ -177,7 +180,8 @@ fn open_s3(
         env: &env,
         read_file: &read_file,
     })
-    .map_err(|reason| Error::invalid(url, reason))?;
+    .map_err(|reason| Error::invalid(url, reason))?
+    .with_overrides(&options.s3);
     let cache_dir = match &options.cache_dir {
         Some(dir) => dir.clone(),
         None => s3::default_cache_dir(&location)?,
