@@ -140,6 +140,7 @@ fn namespace(
     options: &NamespaceOptions,
     store_root: &Path,
     warn_throwaway_key: bool,
+    remote_ttl: Duration,
 ) -> Result<Namespace> {
     let key = match &options.signing_key {
         Some(path) => SigningKey::load(path)?,
@@ -160,6 +161,7 @@ fn namespace(
                 allow_http: options.s3_allow_http,
                 request_timeout: options.s3_timeout,
             },
+            remote_ttl,
         },
     )?;
     let ns = Namespace::new(
@@ -181,7 +183,7 @@ fn namespace(
 }
 
 fn ls(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> {
-    let ns = namespace(options, store_root, false)?;
+    let ns = namespace(options, store_root, false, Duration::ZERO)?;
     let mut out = std::io::stdout().lock();
     match ns.lookup(path)? {
         Node::Dir => {
@@ -203,7 +205,12 @@ fn ls(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> {
 }
 
 fn cat(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> {
-    let ns = namespace(options, store_root, path.ends_with("schema1"))?;
+    let ns = namespace(
+        options,
+        store_root,
+        path.ends_with("schema1"),
+        Duration::ZERO,
+    )?;
     let content = match ns.lookup(path)? {
         Node::File(content) => content,
         Node::Dir => return Err(Error::Usage(format!("{path}: is a folder (use ls)"))),
@@ -265,7 +272,12 @@ fn mount(options: &NamespaceOptions, args: &registryfs::fuse::MountArgs) -> Resu
     if let Some(dir) = &options.cache_dir {
         options.cache_dir = Some(std::path::absolute(dir).map_err(|e| Error::io(dir, e))?);
     }
-    let ns = namespace(&options, &store, true)?;
+    // A remote store keeps its answers as long as the kernel keeps tag paths; it is
+    // always polled, so the tag lifetime defaults to the polled one.
+    let remote_ttl = settings.tag_ttl.unwrap_or_else(|| {
+        registryfs::fuse::default_tag_ttl(&registryfs::watch::Mode::Poll(settings.change_poll))
+    });
+    let ns = namespace(&options, &store, true, remote_ttl)?;
     registryfs::fuse::mount(ns, &store, &args.mountpoint, &settings)
 }
 

@@ -19,6 +19,7 @@ pub mod inodes;
 pub mod options;
 mod session;
 
+pub use changes::default_tag_ttl;
 pub use options::{MountArgs, MountSettings, NamespaceOverrides};
 pub use session::SUBTYPE;
 

@@ -35,6 +35,9 @@ impl Namespace {
     /// Takes a batch of store changes: updates what the namespace keeps, and returns the
     /// cached answers they make stale, each once.
     pub fn store_changed(&self, changes: &[StoreChange]) -> Vec<Stale> {
+        if !changes.is_empty() {
+            self.store.changed();
+        }
         let mut stale = BTreeSet::new();
         for change in changes {
             if self.crane.is_some() {

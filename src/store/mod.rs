@@ -120,6 +120,10 @@ pub trait Store: Send + Sync {
 
     /// The folder to watch for changes, and how its paths map to repositories.
     fn watch_target(&self) -> (PathBuf, crate::watch::Layout);
+
+    /// The store may have changed (a change notification, or the poll came round):
+    /// whatever it holds about links and listings must be asked again.
+    fn changed(&self) {}
 }
 
 /// Options that only apply to some layouts.
@@ -131,6 +135,9 @@ pub struct OpenOptions {
     pub cache_dir: Option<PathBuf>,
     /// An S3 store's client settings given on the command line.
     pub s3: S3Overrides,
+    /// How long an S3 store may answer link and listing questions from memory: a
+    /// mount's tag lifetime. Zero (`ls`, `cat`): asked every time.
+    pub remote_ttl: std::time::Duration,
 }
 
 /// Whether `store` names an S3 store (`s3://BUCKET[/ROOT]`) rather than a local folder.
@@ -186,5 +193,9 @@ fn open_s3(
         Some(dir) => dir.clone(),
         None => s3::default_cache_dir(&location)?,
     };
-    Ok(Arc::new(S3Store::open(&location, &settings, cache_dir)?))
+    let caching = s3::Caching {
+        dir: cache_dir,
+        answer_ttl: options.remote_ttl,
+    };
+    Ok(Arc::new(S3Store::open(&location, &settings, caching)?))
 }

@@ -66,14 +66,14 @@ RECOVER_BOUND = 15.0
 LAYERS = 8
 
 
-def push_image(reg):
-    """One schema2 image with LAYERS random layers of 256 KiB to 1 MiB; the layers'
+def push_image(reg, tag=TAG, n_layers=LAYERS):
+    """One schema2 image with `n_layers` random layers of 128 KiB to 1 MiB; the layers'
     digests and bytes, and the manifest's bytes."""
-    layers = [os.urandom((i + 1) * 128 * 1024) for i in range(LAYERS)]
+    layers = [os.urandom((i + 1) * 128 * 1024) for i in range(n_layers)]
     config = json.dumps({
         "architecture": "amd64", "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(b).hexdigest() for b in layers]},
-        "history": [{"created_by": f"ADD {i} /"} for i in range(LAYERS)],
+        "history": [{"created_by": f"ADD {i} /"} for i in range(n_layers)],
     }).encode()
     digests = [reg.push_blob(REPO, b) for b in layers]
     config_digest = reg.push_blob(REPO, config)
@@ -85,7 +85,7 @@ def push_image(reg):
         "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
                     "size": len(b), "digest": d} for b, d in zip(layers, digests)],
     }, indent=3).encode()
-    reg.push_manifest(REPO, TAG, "application/vnd.docker.distribution.manifest.v2+json", manifest)
+    reg.push_manifest(REPO, tag, "application/vnd.docker.distribution.manifest.v2+json", manifest)
     return list(zip(digests, layers)), manifest
 
 
@@ -209,6 +209,48 @@ def check_corrupt_blob(report, faults, client, key_prefix, cache_dir):
                  [] if os.path.exists(cached) else [f"no {cached}"])
 
 
+def read_for(path, seconds):
+    """Reads `path` again and again for `seconds`; how many reads gave bytes."""
+    deadline, n = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        n += read(path)[0] is not None
+    return n
+
+
+def check_answer_cache(report, binary, store, tmp, proxy, client, key_prefix, moved_to):
+    """A mount with the default tag lifetime (1 s) asks the bucket far less than one
+    that keeps nothing (`--tag-ttl 0`), and still shows a tag moved in the bucket
+    within two lifetimes."""
+    counts = {}
+    for ttl in ("0", "1"):
+        mp = os.path.join(tmp, f"mnt-ttl-{ttl}")
+        mount = Mount(binary, store, mp, ["--cache-dir", os.path.join(tmp, "cache")],
+                      os.path.join(tmp, f"mount-ttl-{ttl}.log"), ["--tag-ttl", ttl, "--change-poll", "3"])
+        path = os.path.join(mp, REPO, "manifests", TAG, "schema2")
+        try:
+            mount.start()
+            before = proxy.requests
+            reads = read_for(path, 2.0)
+            counts[ttl] = (proxy.requests - before, reads)
+            if ttl == "1":
+                digest, manifest = moved_to
+                link = f"{key_prefix}repositories/{REPO}/_manifests/tags/{TAG}/current/link"
+                old = client.get_object(proxy.bucket, link).body
+                client.put_object(proxy.bucket, link, digest.encode())
+                moved, started = False, time.monotonic()
+                while time.monotonic() - started < 5.0 and not moved:
+                    moved = read(path)[0] == manifest
+                took = time.monotonic() - started
+                client.put_object(proxy.bucket, link, old)
+                report.check("answers", f"a tag moved in the bucket shows after {took:.1f}s (lifetime 1 s)",
+                             [] if moved and took < 3.0 else ["not within 2 lifetimes and a bit"])
+        finally:
+            mount.stop()
+    (uncached, n0), (cached, n1) = counts["0"], counts["1"]
+    report.check("answers", f"2 s of tag reads: {uncached} requests for {n0} reads with --tag-ttl 0, "
+                 f"{cached} for {n1} with 1 s", [] if cached * 5 < uncached else ["not 5 times fewer"])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--registryfs", help="registryfs binary (default: $REGISTRYFS_BIN, target/debug, target/release)")
@@ -241,8 +283,11 @@ def main(argv=None):
         garage.start()
         reg.start()
         blobs, manifest = push_image(reg)
+        other_layers, other_manifest = push_image(reg, "v2", 1)
+        other_digest = "sha256:" + hashlib.sha256(other_manifest).hexdigest()
         reg.stop()
         proxy = FaultProxy(garage.s3_port).start()
+        proxy.bucket = garage.bucket
         print(f"# garage pid {garage.pid} {garage.endpoint}, proxy {proxy.endpoint}", flush=True)
         os.environ.update(garage.aws_env())
         os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint
@@ -276,6 +321,9 @@ def main(argv=None):
         proxy.mode = "pass"
 
         check_corrupt_blob(report, faults, garage.client(), reg.key_prefix, cache_dir)
+
+        check_answer_cache(report, binary, store, tmp, proxy, garage.client(), reg.key_prefix,
+                           (other_digest, other_manifest))
 
         # The S3 client's threads start before the mount's: SIGTERM must still unmount.
         stop_process(mount.proc, signal.SIGTERM, timeout=10)
