@@ -52,6 +52,10 @@ struct NamespaceOptions {
     /// /var/cache/registryfs/s3 for root, else $XDG_CACHE_HOME or ~/.cache/registryfs/s3)
     #[arg(long, global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// S3 store: most bytes of blobs kept in the cache folder, least recently used
+    /// evicted first (suffix K, M, G or T: powers of 1024) [default: 10G]
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    cache_max_bytes: Option<u64>,
     /// S3 store: path-style requests (`ENDPOINT/BUCKET/KEY`) also for AWS [default: on
     /// for AWS_ENDPOINT_URL, else AWS_VIRTUAL_HOSTED_STYLE_REQUEST=false turns it on]
     #[arg(long, global = true)]
@@ -156,6 +160,7 @@ fn namespace(
         &OpenOptions {
             oci_repository: options.oci_repo.clone(),
             cache_dir: options.cache_dir.clone(),
+            cache_max_bytes: options.cache_max_bytes,
             s3: store::S3Overrides {
                 path_style: options.s3_path_style,
                 allow_http: options.s3_allow_http,
@@ -281,6 +286,29 @@ fn mount(options: &NamespaceOptions, args: &registryfs::fuse::MountArgs) -> Resu
     registryfs::fuse::mount(ns, &store, &args.mountpoint, &settings)
 }
 
+/// `1024`, `512M`, `10G`...: bytes, with an optional binary suffix.
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("{s:?}: the suffix must be K, M, G or T")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size (bytes, or a number with K, M, G or T)"))
+}
+
 fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
     match registryfs::fuse::options::parse_seconds(s)? {
         t if t.is_zero() => Err("a timeout must be more than 0 seconds".to_string()),
@@ -308,4 +336,19 @@ fn keygen(path: &Path) -> Result<()> {
     file.write_all(&bytes).map_err(|e| Error::io(path, e))?;
     println!("{}", key.kid());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("10g"), Ok(10 << 30));
+        assert!(parse_size("10X").is_err());
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("99999999999T").is_err(), "overflow");
+    }
 }

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 pub use distribution::DistributionStore;
 pub use oci_layout::OciLayoutStore;
 pub use s3::config::Overrides as S3Overrides;
-pub use s3::S3Store;
+pub use s3::{S3Store, DEFAULT_CACHE_MAX_BYTES};
 
 /// Largest manifest or config registry 2.8.2 reads (`4<<20`; exactly 4 MiB is allowed).
 pub const MAX_DOCUMENT_BYTES: u64 = 4 << 20;
@@ -133,6 +133,8 @@ pub struct OpenOptions {
     pub oci_repository: Option<String>,
     /// Where an S3 store keeps downloaded blobs (default: [`s3::default_cache_dir`]).
     pub cache_dir: Option<PathBuf>,
+    /// Bound of the blobs an S3 store keeps there (default: [`DEFAULT_CACHE_MAX_BYTES`]).
+    pub cache_max_bytes: Option<u64>,
     /// An S3 store's client settings given on the command line.
     pub s3: S3Overrides,
     /// How long an S3 store may answer link and listing questions from memory: a
@@ -195,6 +197,7 @@ fn open_s3(
     };
     let caching = s3::Caching {
         dir: cache_dir,
+        max_bytes: options.cache_max_bytes.unwrap_or(DEFAULT_CACHE_MAX_BYTES),
         answer_ttl: options.remote_ttl,
     };
     Ok(Arc::new(S3Store::open(&location, &settings, caching)?))

@@ -251,6 +251,40 @@ def check_answer_cache(report, binary, store, tmp, proxy, client, key_prefix, mo
                  f"{cached} for {n1} with 1 s", [] if cached * 5 < uncached else ["not 5 times fewer"])
 
 
+def check_blob_cache(report, binary, store, tmp, proxy, blobs, readers=4):
+    """A mount with a 1 MiB cache bound: `readers` at once per blob get the right bytes
+    from one download (one GET: each blob is under a part), and the cache folder stays
+    within its bound."""
+    import concurrent.futures
+    cache_dir = os.path.join(tmp, "cache-small")
+    mp = os.path.join(tmp, "mnt-small")
+    mount = Mount(binary, store, mp, ["--cache-dir", cache_dir, "--cache-max-bytes", "1M"],
+                  os.path.join(tmp, "mount-small.log"), ["--threads", "8"])
+    try:
+        mount.start()
+        wrong, downloads = [], {}
+        with concurrent.futures.ThreadPoolExecutor(readers) as pool:
+            for digest, data in blobs:
+                hexd = digest.split(":", 1)[1]
+                before = proxy.count(f"/{hexd}/data")
+                path = os.path.join(mp, REPO, "blobs", digest)
+                got = list(pool.map(lambda _: read(path)[0], range(readers)))
+                wrong += [digest[:19] for g in got if g != data]
+                downloads[digest] = proxy.count(f"/{hexd}/data") - before
+        report.check("blob-cache", f"{readers} readers at once of each of {len(blobs)} blobs get the right bytes",
+                     [f"wrong: {wrong}"] if wrong else [])
+        # One HEAD at lookup, one GET.
+        many = {d[:19]: n for d, n in downloads.items() if n > 2}
+        report.check("blob-cache", f"one download per blob for {readers} readers ({sorted(set(downloads.values()))} requests)",
+                     [f"more: {many}"] if many else [])
+        folder = os.path.join(cache_dir, "blobs", "sha256")
+        total = sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder))
+        report.check("blob-cache", f"the cache folder holds {total} bytes, bound 1 MiB",
+                     [] if 0 < total <= 1 << 20 else ["over the bound or empty"])
+    finally:
+        mount.stop()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--registryfs", help="registryfs binary (default: $REGISTRYFS_BIN, target/debug, target/release)")
@@ -283,6 +317,7 @@ def main(argv=None):
         garage.start()
         reg.start()
         blobs, manifest = push_image(reg)
+        all_blobs = list(blobs)
         other_layers, other_manifest = push_image(reg, "v2", 1)
         other_digest = "sha256:" + hashlib.sha256(other_manifest).hexdigest()
         reg.stop()
@@ -322,6 +357,7 @@ def main(argv=None):
 
         check_corrupt_blob(report, faults, garage.client(), reg.key_prefix, cache_dir)
 
+        check_blob_cache(report, binary, store, tmp, proxy, all_blobs)
         check_answer_cache(report, binary, store, tmp, proxy, garage.client(), reg.key_prefix,
                            (other_digest, other_manifest))
 

@@ -13,12 +13,14 @@
 //! lookup; a new repository appears in the listing, not in the time.
 //!
 //! Blobs are downloaded whole into the local cache folder before they are handed out,
-//! checked against their digest on the way ([`S3Store::open_blob`]); manifests and
+//! checked against their digest on the way ([`S3Store::open_blob`]), once however many
+//! readers wait, and kept there within a byte bound ([`blob_cache`]); manifests and
 //! configs are kept in memory, bounded by bytes, keyed by their data object (content
 //! addressed, so never stale). The links that lead to them, object HEADs and listings
 //! are kept for the mount's tag lifetime at most ([`answers`]).
 
 mod answers;
+mod blob_cache;
 mod bounded;
 mod client;
 pub mod config;
@@ -31,6 +33,8 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar::{child_path, is_repository_name, is_tag};
 use answers::{Answer, Answers, Question};
+use blob_cache::BlobCache;
+pub use blob_cache::DEFAULT_MAX_BYTES as DEFAULT_CACHE_MAX_BYTES;
 use bounded::BytesLru;
 use client::{Client, Listing, ObjectInfo};
 use config::{Location, Settings};
@@ -53,6 +57,7 @@ pub struct S3Store {
     v2: String,
     /// Verified blobs: `blobs/sha256/<hex>`.
     cache_dir: PathBuf,
+    blobs: BlobCache,
     /// Manifests and configs by data key (content addressed: never stale).
     documents: Mutex<Documents>,
     /// Links and listings, for a short time.
@@ -66,6 +71,8 @@ type Documents = BytesLru<String, (Arc<[u8]>, SystemTime)>;
 pub struct Caching {
     /// Verified blobs.
     pub dir: PathBuf,
+    /// Bound of the blobs in `dir`.
+    pub max_bytes: u64,
     /// How long link and listing answers are kept in memory (the mount's tag
     /// lifetime); zero: asked every time.
     pub answer_ttl: Duration,
@@ -107,12 +114,12 @@ impl S3Store {
     pub fn open(location: &Location, settings: &Settings, caching: Caching) -> Result<S3Store> {
         let client = Client::new(location, settings)?;
         let cache_dir = caching.dir;
-        std::fs::create_dir_all(cache_dir.join("blobs/sha256"))
-            .map_err(|e| Error::io(&cache_dir, e))?;
+        let blobs = BlobCache::open(&cache_dir, caching.max_bytes)?;
         let store = S3Store {
             client,
             v2: location.v2_prefix(),
             cache_dir,
+            blobs,
             documents: Mutex::new(BytesLru::new(DOCUMENT_CACHE_BYTES)),
             answers: Answers::new(caching.answer_ttl),
         };
@@ -255,12 +262,17 @@ impl S3Store {
         }
     }
 
-    /// Downloads a blob's data object into `dest` with sequential ranged GETs, hashing
-    /// on the way; renamed into place only when complete and matching `hex`. None if
-    /// the object is gone.
-    fn download(&self, blob: &BlobFile, hex: &str, dest: &Path) -> Result<Option<std::fs::File>> {
+    /// Downloads a blob's data object into `file` with sequential ranged GETs, hashing
+    /// on the way: an error unless it is complete and matches `hex`. None if the object
+    /// is gone.
+    fn download(
+        &self,
+        blob: &BlobFile,
+        hex: &str,
+        file: &std::fs::File,
+        path: &Path,
+    ) -> Result<Option<()>> {
         let key = self.key(&blob.rel);
-        let partial = PartialFile::create(dest)?;
         let mut hasher = Sha256::new();
         let mut offset = 0;
         while offset < blob.len {
@@ -278,9 +290,8 @@ impl S3Store {
                 ));
             }
             hasher.update(&part);
-            (&partial.file)
-                .write_all(&part)
-                .map_err(|e| Error::io(&partial.path, e))?;
+            let mut writer = file;
+            writer.write_all(&part).map_err(|e| Error::io(path, e))?;
             offset = end;
         }
         let actual = crate::digest::hex(&hasher.finalize());
@@ -290,7 +301,7 @@ impl S3Store {
                 format!("blob data does not hash to sha256:{hex} (found sha256:{actual})"),
             ));
         }
-        partial.persist(dest).map(Some)
+        Ok(Some(()))
     }
 }
 
@@ -405,24 +416,9 @@ impl Store for S3Store {
             .and_then(|rest| rest.split('/').nth(1))
             .filter(|hex| Digest::parse(&format!("sha256:{hex}")).is_ok())
             .ok_or_else(|| Error::invalid(&blob.path, "not a blob data object"))?;
-        let dest = self.cache_dir.join("blobs/sha256").join(hex);
-        match std::fs::File::open(&dest) {
-            Ok(file) => {
-                let len = file.metadata().map_err(|e| Error::io(&dest, e))?.len();
-                if len == blob.len {
-                    return Ok(Some(file));
-                }
-                log::warn!(
-                    "{}: {len} bytes, but {} has {}; downloading again",
-                    dest.display(),
-                    blob.path.display(),
-                    blob.len
-                );
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&dest, e)),
-        }
-        self.download(blob, hex, &dest)
+        self.blobs.get(hex, blob.len, |file, path| {
+            self.download(blob, hex, file, path)
+        })
     }
 
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>> {
@@ -457,59 +453,6 @@ fn tag_names(prefix: &str, listing: &Listing) -> Option<Vec<String>> {
         .iter()
         .filter_map(|o| o.key.strip_prefix(prefix).map(str::to_string));
     Some(objects.chain(listing.prefixes.iter().cloned()).collect())
-}
-
-/// A download in progress, next to its final name; removed unless persisted.
-struct PartialFile {
-    path: PathBuf,
-    file: std::fs::File,
-    persisted: bool,
-}
-
-impl PartialFile {
-    fn create(dest: &Path) -> Result<PartialFile> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "{}.partial.{}.{}",
-            dest.file_name().and_then(|n| n.to_str()).unwrap_or("blob"),
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = dest.with_file_name(name);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        Ok(PartialFile {
-            path,
-            file,
-            persisted: false,
-        })
-    }
-
-    /// Renames the complete file to `dest` and hands out its descriptor, at offset 0
-    /// like a freshly opened file (readers copy from the current offset).
-    fn persist(mut self, dest: &Path) -> Result<std::fs::File> {
-        use std::io::Seek;
-        std::fs::rename(&self.path, dest).map_err(|e| Error::io(dest, e))?;
-        self.persisted = true;
-        let mut file = self.file.try_clone().map_err(|e| Error::io(dest, e))?;
-        file.rewind().map_err(|e| Error::io(dest, e))?;
-        Ok(file)
-    }
-}
-
-impl Drop for PartialFile {
-    fn drop(&mut self) {
-        if !self.persisted {
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                log::warn!("{}: cannot remove: {e}", self.path.display());
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -548,23 +491,5 @@ mod tests {
         };
         let dir = default_cache_dir(&location).expect("a cache folder");
         assert!(dir.ends_with("registryfs/s3/b12/a/b"), "{}", dir.display());
-    }
-
-    #[test]
-    fn a_partial_download_is_removed_unless_persisted() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dest = tmp.path().join("abc");
-        let partial = PartialFile::create(&dest).expect("create");
-        let path = partial.path.clone();
-        assert!(path.exists());
-        drop(partial);
-        assert!(!path.exists(), "an abandoned download leaves nothing");
-        let partial = PartialFile::create(&dest).expect("create");
-        (&partial.file).write_all(b"data").expect("write");
-        let mut file = partial.persist(&dest).expect("persist");
-        assert_eq!(std::fs::read(&dest).expect("read"), b"data");
-        let mut read = Vec::new();
-        std::io::Read::read_to_end(&mut file, &mut read).expect("read the descriptor");
-        assert_eq!(read, b"data", "handed out at offset 0");
     }
 }
