@@ -241,8 +241,24 @@ fn cat(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> 
         Content::Blob { file, digest } => {
             // Verify before writing anything: a mismatching blob must not reach stdout.
             // The checked descriptor is the one copied.
-            let mut f = ns.open_blob(&file, &digest)?;
-            std::io::copy(&mut f, &mut out).map_err(|e| Error::io(&file.path, e))?;
+            match ns.open_blob(&file, &digest)? {
+                store::BlobReader::File(mut f) => {
+                    std::io::copy(&mut f, &mut out).map_err(|e| Error::io(&file.path, e))?;
+                }
+                store::BlobReader::Streaming(stream) => {
+                    let io = |e| Error::io(&file.path, e);
+                    stream.verified().map_err(io)?;
+                    let mut offset = 0;
+                    while offset < file.len {
+                        let chunk = stream.read_at(offset, 1 << 20).map_err(io)?;
+                        if chunk.is_empty() {
+                            break;
+                        }
+                        out.write_all(&chunk).map_err(|e| Error::io("stdout", e))?;
+                        offset += chunk.len() as u64;
+                    }
+                }
+            }
         }
     }
     out.flush().map_err(|e| Error::io("stdout", e))

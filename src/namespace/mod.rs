@@ -20,7 +20,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{ManifestKind, PlatformChoice};
 use crate::schema1::{SigningKey, EMPTY_LAYER_DIGEST, EMPTY_LAYER_TAR};
-use crate::store::{BlobFile, Folder, Store};
+use crate::store::{BlobFile, BlobReader, Folder, Store};
 use lru::LruCache;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::MetadataExt;
@@ -470,14 +470,30 @@ impl Namespace {
         Ok(Some(out.into()))
     }
 
-    /// Opens a blob to serve it, confined to the store, after checking that the bytes of
-    /// this very descriptor hash to its digest (so no swap between check and open can
-    /// change what is served). The verdict is remembered while the file's inode, size
-    /// and times stay the same. The file is returned at offset 0.
-    pub fn open_blob(&self, file: &BlobFile, digest: &Digest) -> Result<std::fs::File> {
+    /// Opens a blob to serve it, confined to the store. A file is served only after
+    /// checking that the bytes of this very descriptor hash to its digest (so no swap
+    /// between check and open can change what is served); the verdict is remembered
+    /// while the file's inode, size and times stay the same, and the file is returned
+    /// at offset 0. A stream (a remote store's download) is checked by the store as
+    /// it arrives.
+    pub fn open_blob(&self, file: &BlobFile, digest: &Digest) -> Result<BlobReader> {
         let opened = self.store.open_blob(file)?.ok_or_else(|| {
             Error::NotFound(format!("{}: blob data is gone", file.path.display()))
         })?;
+        match opened {
+            BlobReader::File(opened) => self
+                .checked_file(opened, file, digest)
+                .map(BlobReader::File),
+            streaming @ BlobReader::Streaming(_) => Ok(streaming),
+        }
+    }
+
+    fn checked_file(
+        &self,
+        opened: std::fs::File,
+        file: &BlobFile,
+        digest: &Digest,
+    ) -> Result<std::fs::File> {
         let meta = opened.metadata().map_err(|e| Error::io(&file.path, e))?;
         let identity = FileIdentity {
             dev: meta.dev(),
@@ -515,7 +531,12 @@ impl Namespace {
 
     /// Checks a blob as [`Namespace::open_blob`] does, without keeping it open.
     pub fn verify_blob(&self, file: &BlobFile, digest: &Digest) -> Result<()> {
-        self.open_blob(file, digest).map(|_| ())
+        match self.open_blob(file, digest)? {
+            BlobReader::File(_) => Ok(()),
+            BlobReader::Streaming(stream) => {
+                stream.verified().map_err(|e| Error::io(&file.path, e))
+            }
+        }
     }
 }
 

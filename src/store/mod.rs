@@ -33,6 +33,37 @@ pub struct BlobFile {
     pub mtime: SystemTime,
 }
 
+/// An opened blob, as a store hands it out.
+pub enum BlobReader {
+    /// A file whose bytes are all there, not yet checked against the digest (the
+    /// namespace hashes it before serving it). A mount may let the kernel read it.
+    File(std::fs::File),
+    /// Bytes that arrive while they are read (a remote store's download), checked
+    /// against the digest by the store as they stream.
+    Streaming(Arc<dyn BlobStream>),
+}
+
+impl std::fmt::Debug for BlobReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlobReader::File(file) => f.debug_tuple("File").field(file).finish(),
+            BlobReader::Streaming(_) => f.write_str("Streaming"),
+        }
+    }
+}
+
+/// A blob being downloaded: reads wait for the bytes they ask for; the read that
+/// completes the blob waits for its hash, and fails if the blob does not hash to its
+/// digest, as does every read after that. A read never waits long for a download that
+/// makes no progress. The stream logs its own failures; its errors name the object.
+pub trait BlobStream: Send + Sync {
+    /// Up to `size` bytes at `offset` (fewer only at the end of the blob).
+    fn read_at(&self, offset: u64, size: usize) -> std::io::Result<Vec<u8>>;
+
+    /// Waits until the whole blob is there and checked: Ok if it hashed to its digest.
+    fn verified(&self) -> std::io::Result<()>;
+}
+
 /// A small stored document (manifest) and the file it was read from.
 #[derive(Clone, Debug)]
 pub struct Document {
@@ -110,7 +141,7 @@ pub trait Store: Send + Sync {
     /// Opens a blob found by [`Store::blob`] again, confined to the store like every other
     /// access (a symlink swapped in since the lookup cannot lead out of it); None if it
     /// is gone.
-    fn open_blob(&self, blob: &BlobFile) -> Result<Option<std::fs::File>>;
+    fn open_blob(&self, blob: &BlobFile) -> Result<Option<BlobReader>>;
 
     /// Digests of the blobs linked into the repository.
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>>;

@@ -1,49 +1,88 @@
-//! Verified blobs in the local cache folder (`blobs/sha256/<hex>`), bounded by bytes
-//! (`--cache-max-bytes`), least recently used evicted first, and one download per blob
-//! however many readers ask for it at once.
+//! Blobs in the local cache folder (`blobs/sha256/<hex>`), bounded by bytes
+//! (`--cache-max-bytes`), least recently used evicted first, and the downloads that
+//! fill it: one per blob however many readers ask for it, served while it runs.
 //!
-//! Only a download that completed and hashed to its digest is renamed into the folder,
-//! so what is there is good; an evicted file is unlinked, and readers that hold it
-//! open keep reading it. A blob larger than the whole bound is still served: it is
-//! downloaded, handed out open, and unlinked at once. The order of use is kept in
-//! memory; at start the files already there are taken oldest access first. Several
-//! mounts may share a folder (each keeps its own bound).
+//! A download fetches the blob's parts in order (ranged GETs of 1 MiB, doubling up to
+//! 8 MiB: the first bytes come soon, the rest in few requests) on a thread of its own,
+//! ahead of its readers, into a file next to its final name, hashing as it goes.
+//! Readers wait for the bytes they ask for; the read that ends at the blob's end waits
+//! for the hash, and fails if the blob does not hash to its digest, as does every read
+//! after a failure. Only a download that hashed to its digest is renamed into the
+//! folder, so what is there is good; an evicted file is unlinked, and readers that hold
+//! it open keep reading it. A blob larger than the whole bound is still served (from
+//! its download, unlinked when it completes).
+//!
+//! Memory: one part per running download, and all downloads together hold at most
+//! [`PART_BUDGET_BYTES`] of parts (a download waits for room before it asks for the
+//! next part), however many readers there are. A reader waits at most a stall bound
+//! (a few request timeouts) for the download to make progress, then fails.
+//!
+//! The order of use is kept in memory; at start the files already there are taken
+//! oldest access first. Several mounts may share a folder (each keeps its own bound).
 
 use super::bounded::BytesLru;
 use crate::error::{Error, Result};
+use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
-use std::io::Seek;
-use std::os::fd::AsRawFd;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Default `--cache-max-bytes`.
 pub const DEFAULT_MAX_BYTES: u64 = 10 << 30;
+/// Parts of all downloads in memory at once.
+pub const PART_BUDGET_BYTES: u64 = 128 << 20;
+const FIRST_PART_BYTES: u64 = 1 << 20;
+const MAX_PART_BYTES: u64 = 8 << 20;
+
+/// Fetches one part of a blob's data object: None if the object is gone.
+pub type FetchPart = Box<dyn FnMut(Range<u64>) -> Result<Option<bytes::Bytes>> + Send>;
 
 pub struct BlobCache {
     /// `<cache>/blobs/sha256`.
     dir: PathBuf,
     /// The files in `dir` by last use (the value is nothing; the weight is the size).
     kept: Mutex<BytesLru<String, ()>>,
-    /// Downloads in progress, by hex digest.
-    flights: Mutex<HashMap<String, Arc<Flight>>>,
+    /// Downloads running, by hex digest.
+    downloads: Mutex<HashMap<String, Arc<Download>>>,
+    budget: Budget,
+    /// How long a reader waits for a download to make progress.
+    stall: Duration,
 }
 
-/// A download others wait for.
-#[derive(Default)]
-struct Flight {
-    outcome: Mutex<Outcome>,
-    done: Condvar,
+/// A blob, opened.
+pub enum Opened {
+    /// From the folder: verified when it was downloaded.
+    Kept(std::fs::File),
+    /// Still downloading.
+    Downloading(Arc<Download>),
 }
 
-#[derive(Default)]
-enum Outcome {
-    #[default]
-    Pending,
-    /// The verified blob, open (kept in the folder or not).
-    Ready(Arc<std::fs::File>),
-    /// The object is gone from the bucket.
+/// One blob's download, shared by its readers.
+pub struct Download {
+    /// The blob's data object, for messages.
+    url: PathBuf,
+    len: u64,
+    /// The file being written (read by position; it stays readable when renamed or
+    /// unlinked).
+    file: std::fs::File,
+    progress: Mutex<Progress>,
+    changed: Condvar,
+    stall: Duration,
+}
+
+struct Progress {
+    /// Bytes written from the start.
+    written: u64,
+    state: State,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum State {
+    Running,
+    Verified,
     Gone,
     Failed(String),
 }
@@ -52,14 +91,117 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Bytes of parts in memory, across downloads.
+struct Budget {
+    used: Mutex<u64>,
+    freed: Condvar,
+}
+
+impl Budget {
+    fn take(&self, bytes: u64) -> BudgetShare<'_> {
+        let mut used = lock(&self.used);
+        while *used > 0 && *used + bytes > PART_BUDGET_BYTES {
+            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += bytes;
+        BudgetShare {
+            budget: self,
+            bytes,
+        }
+    }
+}
+
+struct BudgetShare<'a> {
+    budget: &'a Budget,
+    bytes: u64,
+}
+
+impl Drop for BudgetShare<'_> {
+    fn drop(&mut self) {
+        *lock(&self.budget.used) -= self.bytes;
+        self.budget.freed.notify_all();
+    }
+}
+
+impl Download {
+    fn advance(&self, written: u64) {
+        lock(&self.progress).written = written;
+        self.changed.notify_all();
+    }
+
+    fn finish(&self, state: State) {
+        lock(&self.progress).state = state;
+        self.changed.notify_all();
+    }
+
+    /// Waits until `done` says the progress is enough, or the download failed, or it
+    /// made no progress for the stall bound.
+    fn wait_until(&self, done: impl Fn(&Progress) -> bool) -> std::io::Result<()> {
+        let mut progress = lock(&self.progress);
+        loop {
+            match &progress.state {
+                State::Failed(reason) => return Err(std::io::Error::other(reason.clone())),
+                State::Gone => {
+                    return Err(std::io::Error::other(format!(
+                        "{}: the blob's data went away while it was downloaded",
+                        self.url.display()
+                    )))
+                }
+                _ if done(&progress) => return Ok(()),
+                _ => {}
+            }
+            let before = progress.written;
+            let (next, timeout) = self
+                .changed
+                .wait_timeout(progress, self.stall)
+                .unwrap_or_else(|e| e.into_inner());
+            progress = next;
+            if timeout.timed_out() && progress.written == before && progress.state == State::Running
+            {
+                let e = format!(
+                    "{}: the download made no progress in {:?} (at byte {before})",
+                    self.url.display(),
+                    self.stall
+                );
+                log::warn!("{e}");
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, e));
+            }
+        }
+    }
+}
+
+impl crate::store::BlobStream for Download {
+    fn read_at(&self, offset: u64, size: usize) -> std::io::Result<Vec<u8>> {
+        let end = offset.saturating_add(size as u64).min(self.len);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let completes = end == self.len;
+        self.wait_until(|p| p.written >= end && (!completes || p.state == State::Verified))?;
+        let mut buf = vec![0u8; (end - offset) as usize];
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
+    fn verified(&self) -> std::io::Result<()> {
+        self.wait_until(|p| p.state == State::Verified)
+    }
+}
+
 impl BlobCache {
     /// The cache below `root`, with the files already there.
-    pub fn open(root: &Path, max_bytes: u64) -> Result<BlobCache> {
+    /// `stall`: how long a reader waits for a download to make progress.
+    pub fn open(root: &Path, max_bytes: u64, stall: Duration) -> Result<BlobCache> {
         let dir = root.join("blobs/sha256");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let cache = BlobCache {
             kept: Mutex::new(BytesLru::new(max_bytes)),
-            flights: Mutex::new(HashMap::new()),
+            downloads: Mutex::new(HashMap::new()),
+            budget: Budget {
+                used: Mutex::new(0),
+                freed: Condvar::new(),
+            },
+            stall,
             dir,
         };
         cache.take_stock()?;
@@ -106,50 +248,131 @@ impl BlobCache {
         }
     }
 
-    /// The verified blob `hex` of `len` bytes, open at offset 0: from the folder, or
-    /// written by `download` into a new file (which must check the digest), once for
-    /// all who ask meanwhile. None if `download` finds the object gone.
-    pub fn get(
-        &self,
+    /// The blob `hex` of `len` bytes (`url` in messages): the kept file, open at
+    /// offset 0, or its download, started with `fetch` unless one is running.
+    pub fn open_blob(
+        self: &Arc<Self>,
         hex: &str,
         len: u64,
-        download: impl FnOnce(&std::fs::File, &Path) -> Result<Option<()>>,
-    ) -> Result<Option<std::fs::File>> {
+        url: &Path,
+        fetch: FetchPart,
+    ) -> Result<Opened> {
         let dest = self.dir.join(hex);
         if let Some(file) = self.kept_file(hex, len, &dest)? {
-            return Ok(Some(file));
+            return Ok(Opened::Kept(file));
         }
-        let (flight, leading) = {
-            let mut flights = lock(&self.flights);
-            match flights.get(hex) {
-                Some(flight) => (flight.clone(), false),
-                None => {
-                    let flight = Arc::new(Flight::default());
-                    flights.insert(hex.to_string(), flight.clone());
-                    (flight, true)
-                }
+        let mut downloads = lock(&self.downloads);
+        if let Some(download) = downloads.get(hex) {
+            return Ok(Opened::Downloading(download.clone()));
+        }
+        // A download may have finished since the look above.
+        if let Some(file) = self.kept_file(hex, len, &dest)? {
+            return Ok(Opened::Kept(file));
+        }
+        let partial = PartialFile::create(&dest)?;
+        let file = partial
+            .file
+            .try_clone()
+            .map_err(|e| Error::io(&partial.path, e))?;
+        let download = Arc::new(Download {
+            url: url.to_path_buf(),
+            len,
+            file,
+            progress: Mutex::new(Progress {
+                written: 0,
+                state: State::Running,
+            }),
+            changed: Condvar::new(),
+            stall: self.stall,
+        });
+        let run = {
+            let (cache, download, hex) = (self.clone(), download.clone(), hex.to_string());
+            move || cache.run(&hex, &download, partial, fetch)
+        };
+        std::thread::Builder::new()
+            .name("registryfs-blob".into())
+            .spawn(run)
+            .map_err(|e| Error::io(url, e))?;
+        downloads.insert(hex.to_string(), download.clone());
+        Ok(Opened::Downloading(download))
+    }
+
+    /// A download's thread: fetches, hashes and writes the parts in order, then keeps
+    /// the file if it hashed to `hex`; tells the readers at every step.
+    fn run(&self, hex: &str, download: &Download, partial: PartialFile, mut fetch: FetchPart) {
+        let fetched = self.fetch_all(hex, download, &partial, &mut fetch);
+        let state = match fetched.and_then(|found| match found {
+            true => self
+                .keep(hex, download.len, partial)
+                .map(|()| State::Verified),
+            false => Ok(State::Gone),
+        }) {
+            Ok(state) => state,
+            Err(e) => {
+                // Once here; its readers' failures are only debug lines.
+                log::warn!("{e}");
+                State::Failed(e.to_string())
             }
         };
-        if !leading {
-            return wait_for(&flight, &dest);
+        // Kept (or not) before the download is forgotten: a later open finds the file.
+        download.finish(state);
+        lock(&self.downloads).remove(hex);
+    }
+
+    /// false if the object went away.
+    fn fetch_all(
+        &self,
+        hex: &str,
+        download: &Download,
+        partial: &PartialFile,
+        fetch: &mut FetchPart,
+    ) -> Result<bool> {
+        let mut hasher = Sha256::new();
+        let mut offset = 0;
+        let mut part = FIRST_PART_BYTES;
+        while offset < download.len {
+            let end = (offset + part).min(download.len);
+            let _share = self.budget.take(end - offset);
+            let Some(bytes) = fetch(offset..end)? else {
+                return Ok(false);
+            };
+            if bytes.len() as u64 != end - offset {
+                return Err(Error::invalid(
+                    &download.url,
+                    format!(
+                        "asked for bytes {offset}..{end}, got {} (the object changed?)",
+                        bytes.len()
+                    ),
+                ));
+            }
+            hasher.update(&bytes);
+            partial
+                .file
+                .write_all_at(&bytes, offset)
+                .map_err(|e| Error::io(&partial.path, e))?;
+            offset = end;
+            download.advance(offset);
+            part = (part * 2).min(MAX_PART_BYTES);
         }
-        // A download may have finished between the look above and taking the lead.
-        let result = match self.kept_file(hex, len, &dest) {
-            Ok(Some(file)) => Ok(Some(file)),
-            Ok(None) => self.fetch(hex, len, &dest, download),
-            Err(e) => Err(e),
-        };
-        *lock(&flight.outcome) = match &result {
-            Ok(Some(file)) => match file.try_clone() {
-                Ok(shared) => Outcome::Ready(Arc::new(shared)),
-                Err(e) => Outcome::Failed(e.to_string()),
-            },
-            Ok(None) => Outcome::Gone,
-            Err(e) => Outcome::Failed(e.to_string()),
-        };
-        flight.done.notify_all();
-        lock(&self.flights).remove(hex);
-        result
+        let actual = crate::digest::hex(&hasher.finalize());
+        if actual != hex {
+            return Err(Error::invalid(
+                &download.url,
+                format!("blob data does not hash to sha256:{hex} (found sha256:{actual})"),
+            ));
+        }
+        Ok(true)
+    }
+
+    /// Renames a verified download into the folder, evicting what is over the bound
+    /// (possibly this very blob, larger than the bound: its readers keep their file).
+    fn keep(&self, hex: &str, len: u64, partial: PartialFile) -> Result<()> {
+        partial.persist(&self.dir.join(hex))?;
+        let evicted = lock(&self.kept).put(hex.to_string(), (), len);
+        for (gone, ()) in evicted {
+            self.remove(&gone);
+        }
+        Ok(())
     }
 
     /// The kept file if it is there with the right length (a wrong one is removed).
@@ -177,51 +400,6 @@ impl BlobCache {
             }
         }
         Ok(Some(file))
-    }
-
-    fn fetch(
-        &self,
-        hex: &str,
-        len: u64,
-        dest: &Path,
-        download: impl FnOnce(&std::fs::File, &Path) -> Result<Option<()>>,
-    ) -> Result<Option<std::fs::File>> {
-        let partial = PartialFile::create(dest)?;
-        if download(&partial.file, &partial.path)?.is_none() {
-            return Ok(None);
-        }
-        let file = partial.persist(dest)?;
-        let evicted = lock(&self.kept).put(hex.to_string(), (), len);
-        for (gone, ()) in evicted {
-            // Possibly this very blob, larger than the bound: served from `file`.
-            self.remove(&gone);
-        }
-        Ok(Some(file))
-    }
-}
-
-/// A reader that waited for another's download: its own descriptor of the same file
-/// (its own offset, at 0), even if the file was unlinked meanwhile.
-fn wait_for(flight: &Flight, dest: &Path) -> Result<Option<std::fs::File>> {
-    let mut outcome = lock(&flight.outcome);
-    while matches!(*outcome, Outcome::Pending) {
-        outcome = flight.done.wait(outcome).unwrap_or_else(|e| e.into_inner());
-    }
-    match &*outcome {
-        Outcome::Ready(file) => {
-            let own = format!("/proc/self/fd/{}", file.as_raw_fd());
-            std::fs::File::open(own)
-                .map(Some)
-                .map_err(|e| Error::io(dest, e))
-        }
-        Outcome::Gone => Ok(None),
-        Outcome::Failed(reason) => Err(Error::io(
-            dest,
-            std::io::Error::other(format!(
-                "the download this read waited for failed: {reason}"
-            )),
-        )),
-        Outcome::Pending => Ok(None),
     }
 }
 
@@ -271,14 +449,11 @@ impl PartialFile {
         })
     }
 
-    /// Renames the complete file to `dest` and hands out its descriptor, at offset 0
-    /// like a freshly opened file (readers copy from the current offset).
-    fn persist(mut self, dest: &Path) -> Result<std::fs::File> {
+    /// Renames the complete file to `dest`.
+    fn persist(mut self, dest: &Path) -> Result<()> {
         std::fs::rename(&self.path, dest).map_err(|e| Error::io(dest, e))?;
         self.persisted = true;
-        let mut file = self.file.try_clone().map_err(|e| Error::io(dest, e))?;
-        file.rewind().map_err(|e| Error::io(dest, e))?;
-        Ok(file)
+        Ok(())
     }
 }
 
@@ -295,104 +470,150 @@ impl Drop for PartialFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
+    use crate::store::BlobStream;
+    use sha2::Sha256;
+    use std::io::Read;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn hex(n: u8) -> String {
-        format!("{n:02x}").repeat(32)
+    fn hex_of(bytes: &[u8]) -> String {
+        crate::digest::hex(&Sha256::digest(bytes))
     }
 
-    fn write(bytes: &'static [u8]) -> impl FnOnce(&std::fs::File, &Path) -> Result<Option<()>> {
-        move |mut file, path| {
-            file.write_all(bytes).map_err(|e| Error::io(path, e))?;
-            Ok(Some(()))
+    /// Serves `bytes` by range, counting the calls.
+    fn serve(bytes: Vec<u8>, calls: Arc<AtomicUsize>) -> FetchPart {
+        Box::new(move |range: Range<u64>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Some(bytes::Bytes::copy_from_slice(
+                &bytes[range.start as usize..range.end as usize],
+            )))
+        })
+    }
+
+    fn cache(dir: &Path, max: u64) -> Arc<BlobCache> {
+        Arc::new(BlobCache::open(dir, max, Duration::from_secs(5)).expect("open"))
+    }
+
+    /// The blob's bytes through whatever `open_blob` gave.
+    fn read_all(opened: Opened, len: u64) -> std::io::Result<Vec<u8>> {
+        match opened {
+            Opened::Kept(mut file) => {
+                let mut out = Vec::new();
+                file.read_to_end(&mut out)?;
+                Ok(out)
+            }
+            Opened::Downloading(d) => {
+                let mut out = Vec::new();
+                while (out.len() as u64) < len {
+                    out.extend(d.read_at(out.len() as u64, 300_000)?);
+                }
+                Ok(out)
+            }
         }
     }
 
-    fn read_all(mut file: std::fs::File) -> Vec<u8> {
-        let mut out = Vec::new();
-        file.read_to_end(&mut out).expect("read");
-        out
+    fn kept_path(dir: &Path, hex: &str) -> PathBuf {
+        dir.join("blobs/sha256").join(hex)
     }
 
     #[test]
-    fn kept_within_the_bound_least_recent_evicted() {
+    fn streamed_then_kept_within_the_bound() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let cache = BlobCache::open(tmp.path(), 10).expect("open");
-        let path = |n| tmp.path().join("blobs/sha256").join(hex(n));
-        let got = cache.get(&hex(1), 4, write(b"aaaa")).expect("get");
-        assert_eq!(got.map(read_all), Some(b"aaaa".to_vec()), "at offset 0");
-        cache.get(&hex(2), 4, write(b"bbbb")).expect("get");
-        let again = cache.get(&hex(1), 4, |_, _| panic!("kept: no download"));
-        assert!(again.expect("get").is_some());
-        cache.get(&hex(3), 4, write(b"cccc")).expect("get");
-        assert!(path(1).exists() && path(3).exists());
-        assert!(!path(2).exists(), "the least recently used went");
-        let big = cache.get(&hex(4), 11, |mut f, p| {
-            f.write_all(&[7; 11]).map_err(|e| Error::io(p, e))?;
-            Ok(Some(()))
-        });
-        assert_eq!(big.expect("get").map(read_all), Some(vec![7; 11]), "served");
-        assert!(!path(4).exists(), "but not kept: larger than the bound");
-        let reopened = BlobCache::open(tmp.path(), 5).expect("reopen");
-        let left = [1, 3].iter().filter(|n| path(**n).exists()).count();
-        assert_eq!(left, 1, "a smaller bound at start evicts");
+        let cache = cache(tmp.path(), 4 << 20);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let blobs: Vec<Vec<u8>> = (0..3u8).map(|n| vec![n; 3 << 20]).collect();
+        for blob in &blobs {
+            let hex = hex_of(blob);
+            let fetch = serve(blob.clone(), calls.clone());
+            let opened = cache.open_blob(&hex, 3 << 20, Path::new("s3://b/k"), fetch);
+            let got = read_all(opened.expect("open"), 3 << 20).expect("read");
+            assert!(got == *blob, "the blob's bytes");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 6, "1 + 2 MiB parts each");
+        // Each 3 MiB: only the last fits in 4 MiB.
+        let kept: Vec<bool> = blobs
+            .iter()
+            .map(|b| kept_path(tmp.path(), &hex_of(b)).exists())
+            .collect();
+        assert_eq!(kept, [false, false, true]);
+        let last = &blobs[2];
+        let fetch: FetchPart = Box::new(|_| panic!("kept: no download"));
+        let opened = cache.open_blob(&hex_of(last), 3 << 20, Path::new("s3://b/k"), fetch);
+        assert!(matches!(opened, Ok(Opened::Kept(_))));
+        let reopened = BlobCache::open(tmp.path(), 1 << 20, Duration::from_secs(5));
+        assert!(
+            !kept_path(tmp.path(), &hex_of(last)).exists(),
+            "a smaller bound at start evicts"
+        );
         drop(reopened);
     }
 
     #[test]
-    fn failed_or_gone_downloads_leave_nothing() {
+    fn a_wrong_blob_fails_the_completing_read_and_is_not_kept() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let cache = BlobCache::open(tmp.path(), 100).expect("open");
-        let failed = cache.get(&hex(1), 4, |mut f, p| {
-            f.write_all(b"ba").map_err(|e| Error::io(p, e))?;
-            Err(Error::invalid(p, "does not hash"))
-        });
-        assert!(failed.is_err());
-        assert!(cache
-            .get(&hex(2), 4, |_, _| Ok(None))
-            .expect("get")
-            .is_none());
+        let cache = cache(tmp.path(), 100 << 20);
+        let good = vec![1u8; 3 << 20];
+        let mut bad = good.clone();
+        bad[(3 << 20) - 1] = 2;
+        let hex = hex_of(&good);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let opened = cache
+            .open_blob(&hex, 3 << 20, Path::new("s3://b/k"), serve(bad, calls))
+            .expect("open");
+        let Opened::Downloading(download) = opened else {
+            panic!("not kept yet")
+        };
+        assert_eq!(download.read_at(0, 10).expect("early bytes").len(), 10);
+        let end = download
+            .read_at((3 << 20) - 10, 10)
+            .expect_err("completes a wrong blob");
+        assert!(end.to_string().contains("does not hash"), "{end}");
+        assert!(
+            download.read_at(0, 10).is_err(),
+            "every read after it fails"
+        );
+        assert!(download.verified().is_err());
         let left = std::fs::read_dir(tmp.path().join("blobs/sha256")).expect("dir");
         assert_eq!(left.count(), 0, "no partial or bad file");
+        let gone: FetchPart = Box::new(|_| Ok(None));
+        let opened = cache.open_blob(&hex, 3 << 20, Path::new("s3://b/k"), gone);
+        let Ok(Opened::Downloading(download)) = opened else {
+            panic!("downloaded again")
+        };
+        assert!(download.verified().is_err(), "gone");
     }
 
     #[test]
     fn readers_at_the_same_time_share_one_download() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let cache = Arc::new(BlobCache::open(tmp.path(), 100).expect("open"));
-        let downloads = Arc::new(AtomicUsize::new(0));
+        let cache = cache(tmp.path(), 100 << 20);
+        let blob = vec![9u8; 2 << 20];
+        let hex = hex_of(&blob);
+        let calls = Arc::new(AtomicUsize::new(0));
         let readers: Vec<_> = (0..8)
             .map(|_| {
-                let (cache, downloads) = (cache.clone(), downloads.clone());
+                let (cache, calls, blob, hex) =
+                    (cache.clone(), calls.clone(), blob.clone(), hex.clone());
                 std::thread::spawn(move || {
-                    let got = cache.get(&hex(9), 4, |mut f, p| {
-                        downloads.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(std::time::Duration::from_millis(100));
-                        f.write_all(b"dddd").map_err(|e| Error::io(p, e))?;
-                        Ok(Some(()))
-                    });
-                    got.expect("get").map(read_all)
+                    let fetch = serve(blob, calls);
+                    let opened = cache.open_blob(&hex, 2 << 20, Path::new("s3://b/k"), fetch);
+                    read_all(opened.expect("open"), 2 << 20).expect("read")
                 })
             })
             .collect();
         for reader in readers {
-            assert_eq!(reader.join().expect("join"), Some(b"dddd".to_vec()));
+            assert!(reader.join().expect("join") == blob);
         }
-        assert_eq!(downloads.load(Ordering::SeqCst), 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "one download: 1 + 1 MiB");
     }
 
     #[test]
     fn partials_of_gone_processes_are_recognized() {
-        assert!(!partial_of_gone_process(&format!(
-            "{}.partial.{}.0",
-            hex(1),
-            std::process::id()
-        )));
+        let hex = "ab".repeat(32);
+        let mine = format!("{hex}.partial.{}.0", std::process::id());
+        assert!(!partial_of_gone_process(&mine));
         assert!(partial_of_gone_process(&format!(
-            "{}.partial.999999999.3",
-            hex(1)
+            "{hex}.partial.999999999.3"
         )));
-        assert!(!partial_of_gone_process(&hex(1)));
+        assert!(!partial_of_gone_process(&hex));
     }
 }

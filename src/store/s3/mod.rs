@@ -28,19 +28,17 @@ pub mod config;
 use super::distribution::{check_tag_target, is_name_part, repo_dir};
 use super::fsutil::{check_digest, parse_link, FileMeta};
 use super::links::LinkedObjects;
-use super::{BlobFile, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
+use super::{BlobFile, BlobReader, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar::{child_path, is_repository_name, is_tag};
 use answers::{Answer, Answers, Question};
-use blob_cache::BlobCache;
 pub use blob_cache::DEFAULT_MAX_BYTES as DEFAULT_CACHE_MAX_BYTES;
+use blob_cache::{BlobCache, FetchPart, Opened};
 use bounded::BytesLru;
 use client::{Client, Listing, ObjectInfo};
 use config::{Location, Settings};
-use sha2::{Digest as _, Sha256};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -48,16 +46,14 @@ use std::time::{Duration, SystemTime};
 const MAX_LINK_BYTES: u64 = 1024;
 /// Bytes of manifests and configs kept in memory.
 const DOCUMENT_CACHE_BYTES: u64 = 64 << 20;
-/// One ranged GET of a blob download.
-const BLOB_PART_BYTES: u64 = 8 << 20;
 
 pub struct S3Store {
-    client: Client,
+    client: Arc<Client>,
     /// `<root>/docker/registry/v2/`: the prefix of every key read.
     v2: String,
     /// Verified blobs: `blobs/sha256/<hex>`.
     cache_dir: PathBuf,
-    blobs: BlobCache,
+    blobs: Arc<BlobCache>,
     /// Manifests and configs by data key (content addressed: never stale).
     documents: Mutex<Documents>,
     /// Links and listings, for a short time.
@@ -112,9 +108,12 @@ pub fn default_cache_dir(location: &Location) -> Result<PathBuf> {
 
 impl S3Store {
     pub fn open(location: &Location, settings: &Settings, caching: Caching) -> Result<S3Store> {
-        let client = Client::new(location, settings)?;
+        let client = Arc::new(Client::new(location, settings)?);
         let cache_dir = caching.dir;
-        let blobs = BlobCache::open(&cache_dir, caching.max_bytes)?;
+        // A part is one request; a reader gives up on a download that made no
+        // progress for a few of them.
+        let stall = settings.request_timeout * 4;
+        let blobs = Arc::new(BlobCache::open(&cache_dir, caching.max_bytes, stall)?);
         let store = S3Store {
             client,
             v2: location.v2_prefix(),
@@ -261,48 +260,6 @@ impl S3Store {
             _ => fetch(),
         }
     }
-
-    /// Downloads a blob's data object into `file` with sequential ranged GETs, hashing
-    /// on the way: an error unless it is complete and matches `hex`. None if the object
-    /// is gone.
-    fn download(
-        &self,
-        blob: &BlobFile,
-        hex: &str,
-        file: &std::fs::File,
-        path: &Path,
-    ) -> Result<Option<()>> {
-        let key = self.key(&blob.rel);
-        let mut hasher = Sha256::new();
-        let mut offset = 0;
-        while offset < blob.len {
-            let end = (offset + BLOB_PART_BYTES).min(blob.len);
-            let Some(part) = self.client.get_range(&key, offset..end)? else {
-                return Ok(None);
-            };
-            if part.len() as u64 != end - offset {
-                return Err(Error::invalid(
-                    &blob.path,
-                    format!(
-                        "asked for bytes {offset}..{end}, got {} (the object changed?)",
-                        part.len()
-                    ),
-                ));
-            }
-            hasher.update(&part);
-            let mut writer = file;
-            writer.write_all(&part).map_err(|e| Error::io(path, e))?;
-            offset = end;
-        }
-        let actual = crate::digest::hex(&hasher.finalize());
-        if actual != hex {
-            return Err(Error::invalid(
-                &blob.path,
-                format!("blob data does not hash to sha256:{hex} (found sha256:{actual})"),
-            ));
-        }
-        Ok(Some(()))
-    }
 }
 
 impl Store for S3Store {
@@ -406,19 +363,23 @@ impl Store for S3Store {
         self.layer_document(repo, digest)
     }
 
-    /// The blob from the cache folder, downloaded first if it is not there yet. The
-    /// cache holds only complete downloads that hashed to their digest; the namespace
-    /// checks the file it gets again, as for every store.
-    fn open_blob(&self, blob: &BlobFile) -> Result<Option<std::fs::File>> {
+    /// The blob from the cache folder (verified when it was downloaded; the namespace
+    /// checks the file again, as for every store), or its download, streaming.
+    fn open_blob(&self, blob: &BlobFile) -> Result<Option<BlobReader>> {
         let hex = blob
             .rel
             .strip_prefix("blobs/sha256/")
             .and_then(|rest| rest.split('/').nth(1))
             .filter(|hex| Digest::parse(&format!("sha256:{hex}")).is_ok())
             .ok_or_else(|| Error::invalid(&blob.path, "not a blob data object"))?;
-        self.blobs.get(hex, blob.len, |file, path| {
-            self.download(blob, hex, file, path)
-        })
+        let (client, key) = (self.client.clone(), self.key(&blob.rel));
+        let fetch: FetchPart = Box::new(move |range| client.get_range(&key, range));
+        Ok(Some(
+            match self.blobs.open_blob(hex, blob.len, &blob.path, fetch)? {
+                Opened::Kept(file) => BlobReader::File(file),
+                Opened::Downloading(download) => BlobReader::Streaming(download),
+            },
+        ))
     }
 
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>> {
