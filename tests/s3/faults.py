@@ -285,6 +285,87 @@ def check_blob_cache(report, binary, store, tmp, proxy, blobs, readers=4):
         mount.stop()
 
 
+BIG_BYTES = 16 << 20
+
+
+def push_big_blobs(reg, n=2):
+    """Layers of BIG_BYTES linked into REPO (no manifest needs them)."""
+    blobs = []
+    for _ in range(n):
+        data = os.urandom(BIG_BYTES)
+        blobs.append((reg.push_blob(REPO, data), data))
+    return blobs
+
+
+def hash_file(path, chunk=1 << 20):
+    """sha256 digest of a file read in chunks, or the error."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while True:
+                b = f.read(chunk)
+                if not b:
+                    return "sha256:" + h.hexdigest()
+                h.update(b)
+    except OSError as e:
+        return f"error: {e}"
+
+
+def vm_hwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def check_streaming(report, binary, store, tmp, proxy, big, small, readers=256):
+    """On a fresh cache: a big blob's first bytes come long before its last while
+    each part is slow; then `readers` at once over the other big blob and the small
+    ones all get the right bytes, and the mount's memory stays bounded."""
+    import concurrent.futures
+    mp = os.path.join(tmp, "mnt-stream")
+    mount = Mount(binary, store, mp, ["--cache-dir", os.path.join(tmp, "cache-stream")],
+                  os.path.join(tmp, "mount-stream.log"), ["--threads", "8"])
+    try:
+        mount.start()
+        (slow_digest, slow_data), (other_digest, other_data) = big
+        hexd = slow_digest.split(":", 1)[1]
+        path = os.path.join(mp, REPO, "blobs", slow_digest)
+        os.stat(path)
+        proxy.only = (lambda method, p: method == "GET" and p.endswith(f"/{hexd}/data"))
+        proxy.mode, proxy.delay = "slow", 0.5
+        try:
+            started = time.monotonic()
+            with open(path, "rb") as f:
+                first = f.read(65536)
+                first_at = time.monotonic() - started
+                rest = f.read()
+            whole_at = time.monotonic() - started
+        finally:
+            proxy.mode, proxy.only = "pass", None
+        problems = [] if first + rest == slow_data else ["wrong bytes"]
+        if not first_at * 2 < whole_at:
+            problems.append("the first bytes waited for most of the blob")
+        report.check("stream", f"first 64 KiB of {BIG_BYTES >> 20} MiB after {first_at:.1f}s, "
+                     f"all after {whole_at:.1f}s (0.5 s per part)", problems)
+
+        rss_before = vm_hwm_kib(mount.proc.pid)
+        targets = [(other_digest, other_data)] + list(small)
+        want = {d: "sha256:" + hashlib.sha256(b).hexdigest() for d, b in targets}
+        jobs = [targets[i % len(targets)][0] for i in range(readers)]
+        with concurrent.futures.ThreadPoolExecutor(readers) as pool:
+            got = list(pool.map(lambda d: (d, hash_file(os.path.join(mp, REPO, "blobs", d))), jobs))
+        wrong = [f"{d[:19]}: {h[:60]}" for d, h in got if h != want[d]]
+        report.check("stream", f"{readers} readers at once over {len(targets)} blobs get the right bytes",
+                     wrong[:5])
+        hwm = vm_hwm_kib(mount.proc.pid)
+        report.check("stream", f"mount memory high-water {hwm >> 10} MiB ({rss_before >> 10} MiB before the "
+                     f"{readers} readers)", [] if hwm < 512 << 10 else ["over 512 MiB"])
+    finally:
+        mount.stop()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--registryfs", help="registryfs binary (default: $REGISTRYFS_BIN, target/debug, target/release)")
@@ -318,6 +399,7 @@ def main(argv=None):
         reg.start()
         blobs, manifest = push_image(reg)
         all_blobs = list(blobs)
+        big_blobs = push_big_blobs(reg)
         other_layers, other_manifest = push_image(reg, "v2", 1)
         other_digest = "sha256:" + hashlib.sha256(other_manifest).hexdigest()
         reg.stop()
@@ -358,6 +440,7 @@ def main(argv=None):
         check_corrupt_blob(report, faults, garage.client(), reg.key_prefix, cache_dir)
 
         check_blob_cache(report, binary, store, tmp, proxy, all_blobs)
+        check_streaming(report, binary, store, tmp, proxy, big_blobs, all_blobs)
         check_answer_cache(report, binary, store, tmp, proxy, garage.client(), reg.key_prefix,
                            (other_digest, other_manifest))
 
