@@ -406,10 +406,7 @@ def main(argv=None):
         proxy = FaultProxy(garage.s3_port).start()
         proxy.bucket = garage.bucket
         print(f"# garage pid {garage.pid} {garage.endpoint}, proxy {proxy.endpoint}", flush=True)
-        os.environ.update(garage.aws_env())
-        os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-            os.environ.pop(name, None)
+        garage.export_aws_env(proxy.endpoint)
         cache_dir = os.path.join(tmp, "cache")
         store = f"s3://{garage.bucket}/{reg.rootdirectory.strip('/')}"
         mp = os.path.join(tmp, "mnt")

@@ -11,12 +11,11 @@
 //! first.
 
 use super::bounded::BytesLru;
-use super::client::{Listing, ObjectInfo};
-use crate::digest::Digest;
 use crate::error::Result;
+use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// Memory for answers: thousands of links and listings.
 const ANSWER_CACHE_BYTES: u64 = 16 << 20;
@@ -38,15 +37,6 @@ pub enum Question {
     Newest(String),
 }
 
-#[derive(Clone, Debug)]
-pub enum Answer {
-    Link(Option<(Digest, SystemTime)>),
-    Head(Option<ObjectInfo>),
-    List(Arc<Listing>),
-    HasPrefix(bool),
-    Newest(Option<SystemTime>),
-}
-
 impl Question {
     fn bytes(&self) -> u64 {
         let (Question::Link(k)
@@ -58,25 +48,14 @@ impl Question {
     }
 }
 
-impl Answer {
-    fn bytes(&self) -> u64 {
-        match self {
-            Answer::List(listing) => {
-                let prefixes: usize = listing.prefixes.iter().map(|p| p.len() + 24).sum();
-                let objects: usize = listing.objects.iter().map(|o| o.key.len() + 64).sum();
-                (prefixes + objects) as u64
-            }
-            Answer::Head(Some(info)) => info.key.len() as u64,
-            _ => 0,
-        }
-    }
-}
+/// A kept answer: of the type its question's variant is answered with.
+type Kept = Arc<dyn Any + Send + Sync>;
 
 pub struct Answers {
     ttl: Duration,
     /// Advanced by every clear; an answer fetched across one is not kept.
     generation: AtomicU64,
-    entries: Mutex<BytesLru<Question, (Instant, Answer)>>,
+    entries: Mutex<BytesLru<Question, (Instant, Kept)>>,
 }
 
 impl Answers {
@@ -90,22 +69,37 @@ impl Answers {
     }
 
     /// The kept answer to `question` if it is young enough, else `fetch`'s (kept if it
-    /// is not an error).
-    pub fn get_or(
+    /// is not an error). For answers that are small whatever they say.
+    pub fn get_or<T>(&self, question: Question, fetch: impl FnOnce() -> Result<T>) -> Result<T>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        self.get_or_weighed(question, fetch, |_| 0)
+    }
+
+    /// [`Answers::get_or`], with `weigh` saying how many bytes an answer holds.
+    pub fn get_or_weighed<T>(
         &self,
         question: Question,
-        fetch: impl FnOnce() -> Result<Answer>,
-    ) -> Result<Answer> {
+        fetch: impl FnOnce() -> Result<T>,
+        weigh: impl FnOnce(&T) -> u64,
+    ) -> Result<T>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
         if self.ttl.is_zero() {
             return fetch();
         }
         if let Ok(mut entries) = self.entries.lock() {
-            match entries.get(&question) {
-                Some((at, answer)) if at.elapsed() < self.ttl => return Ok(answer.clone()),
-                Some(_) => {
+            let young = entries.get(&question).and_then(|(at, kept)| {
+                (at.elapsed() < self.ttl).then(|| kept.downcast_ref::<T>().cloned())
+            });
+            match young {
+                Some(Some(answer)) => return Ok(answer),
+                // Expired (or, never, of another type).
+                _ => {
                     entries.remove(&question);
                 }
-                None => {}
             }
         }
         let generation = self.generation.load(Ordering::Acquire);
@@ -113,8 +107,9 @@ impl Answers {
         let answer = fetch()?;
         if let Ok(mut entries) = self.entries.lock() {
             if self.generation.load(Ordering::Acquire) == generation {
-                let bytes = ENTRY_OVERHEAD + question.bytes() + answer.bytes();
-                entries.put(question, (asked_at, answer.clone()), bytes);
+                let bytes = ENTRY_OVERHEAD + question.bytes() + weigh(&answer);
+                let kept: Kept = Arc::new(answer.clone());
+                entries.put(question, (asked_at, kept), bytes);
             }
         }
         Ok(answer)
@@ -136,11 +131,10 @@ mod tests {
     use std::cell::Cell;
 
     fn ask(answers: &Answers, calls: &Cell<u32>, q: &str) -> Result<bool> {
-        let answer = answers.get_or(Question::HasPrefix(q.into()), || {
+        answers.get_or(Question::HasPrefix(q.into()), || {
             calls.set(calls.get() + 1);
-            Ok(Answer::HasPrefix(true))
-        })?;
-        Ok(matches!(answer, Answer::HasPrefix(true)))
+            Ok(true)
+        })
     }
 
     #[test]
@@ -161,18 +155,18 @@ mod tests {
     fn errors_and_answers_across_a_clear_are_not_kept() {
         let answers = Answers::new(Duration::from_secs(60));
         let q = || Question::Link("k".into());
-        let failed = answers.get_or(q(), || Err(Error::NotFound("down".into())));
+        let failed = answers.get_or(q(), || Err::<Option<u8>, _>(Error::NotFound("down".into())));
         assert!(failed.is_err());
         let calls = Cell::new(0);
         let fetch = || {
             calls.set(calls.get() + 1);
-            Ok(Answer::Link(None))
+            Ok(None::<u8>)
         };
         answers.get_or(q(), fetch).expect("answer");
         assert_eq!(calls.get(), 1, "the error was not kept");
         let across = answers.get_or(Question::Head("h".into()), || {
             answers.clear();
-            Ok(Answer::Head(None))
+            Ok(None::<u8>)
         });
         assert!(across.is_ok());
         answers

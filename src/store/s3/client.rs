@@ -51,6 +51,15 @@ pub struct Listing {
     pub objects: Vec<ObjectInfo>,
 }
 
+impl Listing {
+    /// About how much memory it holds (strings and their bookkeeping).
+    pub fn bytes(&self) -> u64 {
+        let prefixes: usize = self.prefixes.iter().map(|p| p.len() + 24).sum();
+        let objects: usize = self.objects.iter().map(|o| o.key.len() + 64).sum();
+        (prefixes + objects) as u64
+    }
+}
+
 pub struct Client {
     s3: AmazonS3,
     runtime: tokio::runtime::Runtime,

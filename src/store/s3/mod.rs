@@ -32,7 +32,7 @@ use super::{BlobFile, BlobReader, Document, Folder, Store, TagLink, MAX_DOCUMENT
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar::{child_path, is_repository_name, is_tag};
-use answers::{Answer, Answers, Question};
+use answers::{Answers, Question};
 pub use blob_cache::DEFAULT_MAX_BYTES as DEFAULT_CACHE_MAX_BYTES;
 use blob_cache::{BlobCache, FetchPart, Opened};
 use bounded::BytesLru;
@@ -135,37 +135,19 @@ impl S3Store {
     /// A delimited listing of `prefix`, all pages.
     fn listing(&self, prefix: &str) -> Result<Arc<Listing>> {
         let fetch = || Ok(Arc::new(self.client.list(prefix, None)?));
-        match self
-            .answers
-            .get_or(Question::List(prefix.into()), || fetch().map(Answer::List))?
-        {
-            Answer::List(listing) => Ok(listing),
-            // A List question is only ever answered with a listing.
-            _ => fetch(),
-        }
+        self.answers
+            .get_or_weighed(Question::List(prefix.into()), fetch, |l| l.bytes())
     }
 
     fn has_prefix(&self, prefix: &str) -> Result<bool> {
-        let fetch = || self.client.has_prefix(prefix);
-        match self
-            .answers
-            .get_or(Question::HasPrefix(prefix.into()), || {
-                fetch().map(Answer::HasPrefix)
-            })? {
-            Answer::HasPrefix(found) => Ok(found),
-            _ => fetch(),
-        }
+        self.answers.get_or(Question::HasPrefix(prefix.into()), || {
+            self.client.has_prefix(prefix)
+        })
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
-        let fetch = || self.client.head(key);
-        match self
-            .answers
-            .get_or(Question::Head(key.into()), || fetch().map(Answer::Head))?
-        {
-            Answer::Head(info) => Ok(info),
-            _ => fetch(),
-        }
+        self.answers
+            .get_or(Question::Head(key.into()), || self.client.head(key))
     }
 }
 
@@ -183,13 +165,7 @@ impl LinkedObjects for S3Store {
             };
             Ok(Some((parse_link(&self.client.url(&key), &bytes)?, mtime)))
         };
-        match self
-            .answers
-            .get_or(Question::Link(key.clone()), || fetch().map(Answer::Link))?
-        {
-            Answer::Link(link) => Ok(link),
-            _ => fetch(),
-        }
+        self.answers.get_or(Question::Link(key.clone()), fetch)
     }
 
     fn exists(&self, rel: &str) -> Result<bool> {
@@ -253,12 +229,7 @@ impl S3Store {
             let objects = self.client.list_recursive(&prefix)?;
             Ok(objects.iter().map(|o| o.mtime).max())
         };
-        match self.answers.get_or(Question::Newest(prefix.clone()), || {
-            fetch().map(Answer::Newest)
-        })? {
-            Answer::Newest(newest) => Ok(newest),
-            _ => fetch(),
-        }
+        self.answers.get_or(Question::Newest(prefix.clone()), fetch)
     }
 }
 
