@@ -3,8 +3,8 @@
 //! fill it: one per blob however many readers ask for it, served while it runs.
 //!
 //! A download fetches the blob's parts in order (ranged GETs of 1 MiB, doubling up to
-//! 8 MiB: the first bytes come soon, the rest in few requests) on a thread of its own,
-//! ahead of its readers, into a file next to its final name, hashing as it goes.
+//! 8 MiB: the first bytes come soon, the rest in few requests; two requests at a time)
+//! on a thread of its own, ahead of its readers, into a file next to its final name, hashing as it goes.
 //! Readers wait for the bytes they ask for; the read that ends at the blob's end waits
 //! for the hash, and fails if the blob does not hash to its digest, as does every read
 //! after a failure. Only a download that hashed to its digest is renamed into the
@@ -12,7 +12,7 @@
 //! it open keep reading it. A blob larger than the whole bound is still served (from
 //! its download, unlinked when it completes).
 //!
-//! Memory: one part per running download, and all downloads together hold at most
+//! Memory: at most two parts per running download, and all downloads together hold at most
 //! [`PART_BUDGET_BYTES`] of parts (a download waits for room before it asks for the
 //! next part), however many readers there are. A reader waits at most a stall bound
 //! (a few request timeouts) for the download to make progress, then fails.
@@ -36,9 +36,12 @@ pub const DEFAULT_MAX_BYTES: u64 = 10 << 30;
 pub const PART_BUDGET_BYTES: u64 = 128 << 20;
 const FIRST_PART_BYTES: u64 = 1 << 20;
 const MAX_PART_BYTES: u64 = 8 << 20;
+/// Requests of one download at once: the next part is asked for while one arrives,
+/// so a request's latency does not add up part after part.
+const PARTS_IN_FLIGHT: usize = 2;
 
 /// Fetches one part of a blob's data object: None if the object is gone.
-pub type FetchPart = Box<dyn FnMut(Range<u64>) -> Result<Option<bytes::Bytes>> + Send>;
+pub type FetchPart = Box<dyn Fn(Range<u64>) -> Result<Option<bytes::Bytes>> + Send + Sync>;
 
 pub struct BlobCache {
     /// `<cache>/blobs/sha256`.
@@ -98,6 +101,7 @@ struct Budget {
 }
 
 impl Budget {
+    /// Waits for room (always given when nothing is taken, whatever the size).
     fn take(&self, bytes: u64) -> BudgetShare<'_> {
         let mut used = lock(&self.used);
         while *used > 0 && *used + bytes > PART_BUDGET_BYTES {
@@ -108,6 +112,20 @@ impl Budget {
             budget: self,
             bytes,
         }
+    }
+
+    /// Room if there is some now. A download asks for more than one part this way
+    /// only: downloads that each hold a part and wait for another would wait forever.
+    fn try_take(&self, bytes: u64) -> Option<BudgetShare<'_>> {
+        let mut used = lock(&self.used);
+        if *used + bytes > PART_BUDGET_BYTES {
+            return None;
+        }
+        *used += bytes;
+        Some(BudgetShare {
+            budget: self,
+            bytes,
+        })
     }
 }
 
@@ -299,8 +317,9 @@ impl BlobCache {
 
     /// A download's thread: fetches, hashes and writes the parts in order, then keeps
     /// the file if it hashed to `hex`; tells the readers at every step.
-    fn run(&self, hex: &str, download: &Download, partial: PartialFile, mut fetch: FetchPart) {
-        let fetched = self.fetch_all(hex, download, &partial, &mut fetch);
+    fn run(&self, hex: &str, download: &Download, partial: PartialFile, fetch: FetchPart) {
+        let fetched =
+            std::thread::scope(|scope| self.fetch_all(scope, hex, download, &partial, &fetch));
         let state = match fetched.and_then(|found| match found {
             true => self
                 .keep(hex, download.len, partial)
@@ -320,27 +339,54 @@ impl BlobCache {
     }
 
     /// false if the object went away.
-    fn fetch_all(
-        &self,
+    fn fetch_all<'scope>(
+        &'scope self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
         hex: &str,
         download: &Download,
         partial: &PartialFile,
-        fetch: &mut FetchPart,
+        fetch: &'scope FetchPart,
     ) -> Result<bool> {
+        let mut parts = part_ranges(download.len);
+        let mut in_flight = std::collections::VecDeque::new();
         let mut hasher = Sha256::new();
-        let mut offset = 0;
-        let mut part = FIRST_PART_BYTES;
-        while offset < download.len {
-            let end = (offset + part).min(download.len);
-            let _share = self.budget.take(end - offset);
-            let Some(bytes) = fetch(offset..end)? else {
+        loop {
+            while in_flight.len() < PARTS_IN_FLIGHT {
+                let Some(range) = parts.peek().cloned() else {
+                    break;
+                };
+                let bytes = range.end - range.start;
+                let share = match in_flight.is_empty() {
+                    true => self.budget.take(bytes),
+                    false => match self.budget.try_take(bytes) {
+                        Some(share) => share,
+                        None => break,
+                    },
+                };
+                let asked = range.clone();
+                let request = std::thread::Builder::new()
+                    .name("registryfs-part".into())
+                    .spawn_scoped(scope, move || fetch(asked))
+                    .map_err(|e| Error::io(&download.url, e))?;
+                parts.next();
+                in_flight.push_back((range, share, request));
+            }
+            let Some((range, _share, request)) = in_flight.pop_front() else {
+                break;
+            };
+            let fetched = request.join().map_err(|_| {
+                Error::invalid(&download.url, "the request for a part ended abnormally")
+            })?;
+            let Some(bytes) = fetched? else {
                 return Ok(false);
             };
-            if bytes.len() as u64 != end - offset {
+            if bytes.len() as u64 != range.end - range.start {
                 return Err(Error::invalid(
                     &download.url,
                     format!(
-                        "asked for bytes {offset}..{end}, got {} (the object changed?)",
+                        "asked for bytes {}..{}, got {} (the object changed?)",
+                        range.start,
+                        range.end,
                         bytes.len()
                     ),
                 ));
@@ -348,11 +394,9 @@ impl BlobCache {
             hasher.update(&bytes);
             partial
                 .file
-                .write_all_at(&bytes, offset)
+                .write_all_at(&bytes, range.start)
                 .map_err(|e| Error::io(&partial.path, e))?;
-            offset = end;
-            download.advance(offset);
-            part = (part * 2).min(MAX_PART_BYTES);
+            download.advance(range.end);
         }
         let actual = crate::digest::hex(&hasher.finalize());
         if actual != hex {
@@ -401,6 +445,21 @@ impl BlobCache {
         }
         Ok(Some(file))
     }
+}
+
+/// The parts a blob of `len` bytes is fetched in: 1 MiB, doubling up to 8 MiB.
+fn part_ranges(len: u64) -> std::iter::Peekable<impl Iterator<Item = Range<u64>>> {
+    let mut next = (0, FIRST_PART_BYTES);
+    std::iter::from_fn(move || {
+        let (offset, size) = next;
+        if offset >= len {
+            return None;
+        }
+        let end = offset.saturating_add(size).min(len);
+        next = (end, (size * 2).min(MAX_PART_BYTES));
+        Some(offset..end)
+    })
+    .peekable()
 }
 
 fn is_hex_digest(name: &str) -> bool {
@@ -604,6 +663,21 @@ mod tests {
             assert!(reader.join().expect("join") == blob);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 2, "one download: 1 + 1 MiB");
+    }
+
+    #[test]
+    fn parts_grow_to_8_mib() {
+        let sizes: Vec<u64> = part_ranges(20 << 20).map(|r| r.end - r.start).collect();
+        assert_eq!(sizes, [1 << 20, 2 << 20, 4 << 20, 8 << 20, 5 << 20]);
+        assert_eq!(part_ranges(0).count(), 0);
+        let budget = Budget {
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+        };
+        let all = budget.take(PART_BUDGET_BYTES);
+        assert!(budget.try_take(1).is_none(), "full");
+        drop(all);
+        assert!(budget.try_take(1).is_some());
     }
 
     #[test]
