@@ -318,8 +318,17 @@ impl BlobCache {
     /// A download's thread: fetches, hashes and writes the parts in order, then keeps
     /// the file if it hashed to `hex`; tells the readers at every step.
     fn run(&self, hex: &str, download: &Download, partial: PartialFile, fetch: FetchPart) {
-        let fetched =
-            std::thread::scope(|scope| self.fetch_all(scope, hex, download, &partial, &fetch));
+        // A request that panicked (the client's code) fails this download, not the
+        // mount: the readers are told and the next open starts again.
+        let fetched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::thread::scope(|scope| self.fetch_all(scope, hex, download, &partial, &fetch))
+        }))
+        .unwrap_or_else(|_| {
+            Err(Error::invalid(
+                &download.url,
+                "the download ended abnormally (a panic in the S3 client)",
+            ))
+        });
         let state = match fetched.and_then(|found| match found {
             true => self
                 .keep(hex, download.len, partial)
