@@ -12,7 +12,8 @@ the answer comes back with `Connection: close`, so the mode in force when a requ
 arrives decides its fate and a keep-alive connection cannot carry a request past a
 mode change. "503" answers `503 SlowDown` and "403" `403 AccessDenied` (S3 XML errors)
 without asking the server; "slow" waits `delay` seconds before passing the request on.
-With `only` set, requests it says no to pass. `requests` counts the requests seen, `by_path` per path (for caching checks).
+With `only` set, requests it says no to pass. `requests` counts the requests seen,
+`by_path` per method and path (for caching checks).
 Standard library only.
 """
 
@@ -86,9 +87,11 @@ class FaultProxy:
         if self._listener:
             self._listener.close()
 
-    def count(self, path_part=""):
+    def count(self, path_part="", method=None):
+        """Requests seen whose path contains `path_part` (and of `method`, if given)."""
         with self._lock:
-            return sum(n for p, n in self.by_path.items() if path_part in p)
+            return sum(n for (m, p), n in self.by_path.items()
+                       if path_part in p and method in (None, m))
 
     def _accept_loop(self):
         while not self._stop.is_set():
@@ -118,7 +121,7 @@ class FaultProxy:
                 mode = self.mode if only is None or only(method, path) else "pass"
                 with self._lock:
                     self.requests += 1
-                    self.by_path[path] = self.by_path.get(path, 0) + 1
+                    self.by_path[(method, path)] = self.by_path.get((method, path), 0) + 1
                 if mode in ERROR_BODIES:
                     status, code, message = ERROR_BODIES[mode]
                     xml = b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>' + code + \
