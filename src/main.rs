@@ -10,6 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +52,22 @@ struct NamespaceOptions {
     /// /var/cache/registryfs/s3 for root, else $XDG_CACHE_HOME or ~/.cache/registryfs/s3)
     #[arg(long, global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// S3 store: most bytes of blobs kept in the cache folder, least recently used
+    /// evicted first (suffix K, M, G or T: powers of 1024) [default: 10G]
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    cache_max_bytes: Option<u64>,
+    /// S3 store: path-style requests (`ENDPOINT/BUCKET/KEY`) also for AWS [default: on
+    /// for AWS_ENDPOINT_URL, else AWS_VIRTUAL_HOSTED_STYLE_REQUEST=false turns it on]
+    #[arg(long, global = true)]
+    s3_path_style: bool,
+    /// S3 store: allow plain HTTP [default: on for an http:// endpoint, or with
+    /// AWS_ALLOW_HTTP=true]
+    #[arg(long, global = true)]
+    s3_allow_http: bool,
+    /// S3 store: give up on one request to the server after this long (an operation
+    /// fails with EIO); retries of quick failures begin within half of it [default: 10]
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = parse_timeout)]
+    s3_timeout: Option<Duration>,
     /// MiB of generated schema1 documents kept in memory (with the mount's other caches,
     /// listed in `registryfs mount --help`)
     #[arg(long, global = true, value_name = "MIB", default_value_t = 32)]
@@ -129,6 +146,7 @@ fn namespace(
     options: &NamespaceOptions,
     store_root: &Path,
     warn_throwaway_key: bool,
+    remote_ttl: Duration,
 ) -> Result<Namespace> {
     let key = match &options.signing_key {
         Some(path) => SigningKey::load(path)?,
@@ -144,6 +162,13 @@ fn namespace(
         &OpenOptions {
             oci_repository: options.oci_repo.clone(),
             cache_dir: options.cache_dir.clone(),
+            cache_max_bytes: options.cache_max_bytes,
+            s3: store::S3Overrides {
+                path_style: options.s3_path_style,
+                allow_http: options.s3_allow_http,
+                request_timeout: options.s3_timeout,
+            },
+            remote_ttl,
         },
     )?;
     let ns = Namespace::new(
@@ -165,7 +190,7 @@ fn namespace(
 }
 
 fn ls(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> {
-    let ns = namespace(options, store_root, false)?;
+    let ns = namespace(options, store_root, false, Duration::ZERO)?;
     let mut out = std::io::stdout().lock();
     match ns.lookup(path)? {
         Node::Dir => {
@@ -187,7 +212,12 @@ fn ls(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> {
 }
 
 fn cat(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> {
-    let ns = namespace(options, store_root, path.ends_with("schema1"))?;
+    let ns = namespace(
+        options,
+        store_root,
+        path.ends_with("schema1"),
+        Duration::ZERO,
+    )?;
     let content = match ns.lookup(path)? {
         Node::File(content) => content,
         Node::Dir => return Err(Error::Usage(format!("{path}: is a folder (use ls)"))),
@@ -213,8 +243,24 @@ fn cat(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> 
         Content::Blob { file, digest } => {
             // Verify before writing anything: a mismatching blob must not reach stdout.
             // The checked descriptor is the one copied.
-            let mut f = ns.open_blob(&file, &digest)?;
-            std::io::copy(&mut f, &mut out).map_err(|e| Error::io(&file.path, e))?;
+            match ns.open_blob(&file, &digest)? {
+                store::BlobReader::File(mut f) => {
+                    std::io::copy(&mut f, &mut out).map_err(|e| Error::io(&file.path, e))?;
+                }
+                store::BlobReader::Streaming(stream) => {
+                    let io = |e| Error::io(&file.path, e);
+                    stream.verified().map_err(io)?;
+                    let mut offset = 0;
+                    while offset < file.len {
+                        let chunk = stream.read_at(offset, 1 << 20).map_err(io)?;
+                        if chunk.is_empty() {
+                            break;
+                        }
+                        out.write_all(&chunk).map_err(|e| Error::io("stdout", e))?;
+                        offset += chunk.len() as u64;
+                    }
+                }
+            }
         }
     }
     out.flush().map_err(|e| Error::io("stdout", e))
@@ -249,8 +295,43 @@ fn mount(options: &NamespaceOptions, args: &registryfs::fuse::MountArgs) -> Resu
     if let Some(dir) = &options.cache_dir {
         options.cache_dir = Some(std::path::absolute(dir).map_err(|e| Error::io(dir, e))?);
     }
-    let ns = namespace(&options, &store, true)?;
+    // A remote store keeps its answers as long as the kernel keeps tag paths; it is
+    // always polled, so the tag lifetime defaults to the polled one.
+    let remote_ttl = settings.tag_ttl.unwrap_or_else(|| {
+        registryfs::fuse::default_tag_ttl(&registryfs::watch::Mode::Poll(settings.change_poll))
+    });
+    let ns = namespace(&options, &store, true, remote_ttl)?;
     registryfs::fuse::mount(ns, &store, &args.mountpoint, &settings)
+}
+
+/// `1024`, `512M`, `10G`...: bytes, with an optional binary suffix.
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("{s:?}: the suffix must be K, M, G or T")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size (bytes, or a number with K, M, G or T)"))
+}
+
+fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
+    match registryfs::fuse::options::parse_seconds(s)? {
+        t if t.is_zero() => Err("a timeout must be more than 0 seconds".to_string()),
+        t => Ok(t),
+    }
 }
 
 fn keygen(path: &Path) -> Result<()> {
@@ -273,4 +354,19 @@ fn keygen(path: &Path) -> Result<()> {
     file.write_all(&bytes).map_err(|e| Error::io(path, e))?;
     println!("{}", key.kid());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("10g"), Ok(10 << 30));
+        assert!(parse_size("10X").is_err());
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("99999999999T").is_err(), "overflow");
+    }
 }

@@ -11,6 +11,7 @@ use super::listings::{Listings, LISTING_CACHE_BYTES};
 use crate::cache::ByteLru;
 use crate::error::Error;
 use crate::namespace::{child_path, Content, DirEntry, Namespace, Node, TimedNode};
+use crate::store::{BlobReader, BlobStream};
 use fuser::{
     AccessFlags, BackingId, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle,
     FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig,
@@ -41,6 +42,12 @@ enum FileData {
     /// A verified blob, opened at `open` (reads are preads on it).
     Blob {
         file: File,
+        len: u64,
+        path: PathBuf,
+    },
+    /// A blob still arriving from a remote store, checked as it streams.
+    Stream {
+        stream: Arc<dyn BlobStream>,
         len: u64,
         path: PathBuf,
     },
@@ -272,6 +279,12 @@ impl RegistryFs {
             }
         };
         let mut flags = FopenFlags::FOPEN_NOFLUSH;
+        let opened = match opened {
+            BlobReader::File(f) => f,
+            BlobReader::Streaming(stream) => {
+                return self.open_stream(ino, path, file, stream, reply);
+            }
+        };
         let mode = if self.passthrough {
             let (mode, err) = self.backing.open(ino, || reply.open_backing(&opened));
             if let Some(e) = err {
@@ -306,6 +319,44 @@ impl RegistryFs {
             None => {
                 debug!("open {path} fh={fh}: daemon reads");
                 reply.opened(FileHandle(fh), flags)
+            }
+        }
+    }
+
+    /// A blob still downloading: read through the daemon, which waits for its bytes.
+    /// Its pages are not kept past this open (the bytes are not checked until the
+    /// last read). While passthrough handles of the same inode are open (on the cached
+    /// file, checked), the kernel requires this one to use theirs.
+    fn open_stream(
+        &self,
+        ino: u64,
+        path: &str,
+        file: &crate::store::BlobFile,
+        stream: Arc<dyn BlobStream>,
+        reply: ReplyOpen,
+    ) {
+        let mode = self.passthrough.then(|| {
+            let no_backing = || Err::<BackingId, _>("a blob still arriving is read by the daemon");
+            self.backing.open(ino, no_backing).0
+        });
+        let backing = match &mode {
+            Some(OpenMode::Passthrough(b)) => Some(b.clone()),
+            _ => None,
+        };
+        let fh = self.files.insert(OpenFile {
+            ino,
+            data: FileData::Stream {
+                stream,
+                len: file.len,
+                path: file.path.clone(),
+            },
+            mode: Mutex::new(mode),
+        });
+        match backing {
+            Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b),
+            None => {
+                debug!("open {path} fh={fh}: streaming");
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH)
             }
         }
     }
@@ -364,6 +415,8 @@ fn errno_for(e: &Error, what: &str) -> Errno {
     if e.is_not_found() {
         Errno::ENOENT
     } else {
+        // The mount's root is "" in the namespace.
+        let what = if what.is_empty() { "/" } else { what };
         warn!("{what}: {e}");
         Errno::EIO
     }
@@ -542,6 +595,17 @@ impl Filesystem for RegistryFs {
                     Ok(buf) => reply.data(&buf),
                     Err(e) => {
                         warn!("{}: {e}", path.display());
+                        reply.error(Errno::EIO)
+                    }
+                }
+            }
+            FileData::Stream { stream, len, path } => {
+                let want = len.saturating_sub(offset).min(u64::from(size)) as usize;
+                match stream.read_at(offset, want) {
+                    Ok(buf) => reply.data(&buf),
+                    // The stream logged why, once for all its readers.
+                    Err(e) => {
+                        debug!("{}: {e}", path.display());
                         reply.error(Errno::EIO)
                     }
                 }

@@ -4,8 +4,8 @@
 use super::fs::CONTENT_CACHE_BYTES;
 use super::listings::LISTING_CACHE_BYTES;
 
-fn mib(bytes: usize) -> String {
-    format!("{} MiB", bytes >> 20)
+fn mib(bytes: impl TryInto<u64>) -> String {
+    format!("{} MiB", bytes.try_into().unwrap_or(u64::MAX) >> 20)
 }
 
 /// The text after `registryfs mount --help`.
@@ -38,6 +38,14 @@ pub fn bounds_help() -> String {
         (
             "S3 documents (blobs go to --cache-dir)".into(),
             mib(crate::store::S3_DOCUMENT_CACHE_BYTES),
+        ),
+        (
+            "S3 links and listings, for the tag lifetime".into(),
+            mib(crate::store::S3_ANSWER_CACHE_BYTES),
+        ),
+        (
+            "S3 blob parts being downloaded".into(),
+            mib(crate::store::S3_PART_BUDGET_BYTES),
         ),
     ];
     let mut text = String::from("Memory (each cache is bounded by bytes):\n");

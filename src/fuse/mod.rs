@@ -21,6 +21,7 @@ pub mod memory;
 pub mod options;
 mod session;
 
+pub use changes::default_tag_ttl;
 pub use options::{MountArgs, MountSettings, NamespaceOverrides};
 pub use session::SUBTYPE;
 

@@ -21,7 +21,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{ManifestKind, PlatformChoice};
 use crate::schema1::{SigningKey, EMPTY_LAYER_DIGEST, EMPTY_LAYER_TAR};
-use crate::store::{BlobFile, FileIdentity, Folder, Store};
+use crate::store::{BlobFile, BlobReader, FileIdentity, Folder, Store};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -182,9 +182,9 @@ impl Namespace {
         self.store.remember_reads(lifetime);
     }
 
-    /// Forget what was read from the store: it changed.
+    /// Forget what the store keeps of what it read: it changed.
     pub fn forget_store_reads(&self) {
-        self.store.forget_reads();
+        self.store.changed();
     }
 
     /// Bytes held by the generated schema1 documents kept.
@@ -473,14 +473,30 @@ impl Namespace {
         Ok(Some(out.into()))
     }
 
-    /// Opens a blob to serve it, confined to the store, after checking that the bytes of
-    /// this very descriptor hash to its digest (so no swap between check and open can
-    /// change what is served). The verdict is remembered while the file's inode, size
-    /// and times stay the same. The file is returned at offset 0.
-    pub fn open_blob(&self, file: &BlobFile, digest: &Digest) -> Result<std::fs::File> {
+    /// Opens a blob to serve it, confined to the store. A file is served only after
+    /// checking that the bytes of this very descriptor hash to its digest (so no swap
+    /// between check and open can change what is served); the verdict is remembered
+    /// while the file's inode, size and times stay the same, and the file is returned
+    /// at offset 0. A stream (a remote store's download) is checked by the store as
+    /// it arrives.
+    pub fn open_blob(&self, file: &BlobFile, digest: &Digest) -> Result<BlobReader> {
         let opened = self.store.open_blob(file)?.ok_or_else(|| {
             Error::NotFound(format!("{}: blob data is gone", file.path.display()))
         })?;
+        match opened {
+            BlobReader::File(opened) => self
+                .checked_file(opened, file, digest)
+                .map(BlobReader::File),
+            streaming @ BlobReader::Streaming(_) => Ok(streaming),
+        }
+    }
+
+    fn checked_file(
+        &self,
+        opened: std::fs::File,
+        file: &BlobFile,
+        digest: &Digest,
+    ) -> Result<std::fs::File> {
         let meta = opened.metadata().map_err(|e| Error::io(&file.path, e))?;
         // A verified hash stays valid while the file's identity is unchanged.
         let identity = FileIdentity::of(&meta);
@@ -507,7 +523,12 @@ impl Namespace {
 
     /// Checks a blob as [`Namespace::open_blob`] does, without keeping it open.
     pub fn verify_blob(&self, file: &BlobFile, digest: &Digest) -> Result<()> {
-        self.open_blob(file, digest).map(|_| ())
+        match self.open_blob(file, digest)? {
+            BlobReader::File(_) => Ok(()),
+            BlobReader::Streaming(stream) => {
+                stream.verified().map_err(|e| Error::io(&file.path, e))
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 
 use super::fsutil::{FileMeta, Root};
 use super::links::LinkedObjects;
-use super::{BlobFile, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
+use super::{BlobFile, BlobReader, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar::{child_path, is_path_component, is_repository_name, is_tag};
@@ -230,7 +230,7 @@ impl Store for DistributionStore {
         self.root.remember_reads(lifetime);
     }
 
-    fn forget_reads(&self) {
+    fn changed(&self) {
         self.root.forget_reads();
     }
 
@@ -238,8 +238,8 @@ impl Store for DistributionStore {
         (self.root.dir.clone(), crate::watch::Layout::Distribution)
     }
 
-    fn open_blob(&self, blob: &BlobFile) -> Result<Option<std::fs::File>> {
-        self.root.open_read(&blob.rel)
+    fn open_blob(&self, blob: &BlobFile) -> Result<Option<BlobReader>> {
+        Ok(self.root.open_read(&blob.rel)?.map(BlobReader::File))
     }
 
     fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>> {

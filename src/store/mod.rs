@@ -18,7 +18,9 @@ use std::time::{Duration, SystemTime};
 pub use distribution::DistributionStore;
 pub use memo::STORE_READ_CACHE_BYTES;
 pub use oci_layout::OciLayoutStore;
-pub use s3::{S3Store, DOCUMENT_CACHE_BYTES as S3_DOCUMENT_CACHE_BYTES};
+pub use s3::config::Overrides as S3Overrides;
+pub use s3::{S3Store, DEFAULT_CACHE_MAX_BYTES, DOCUMENT_CACHE_BYTES as S3_DOCUMENT_CACHE_BYTES};
+pub use s3::{S3_ANSWER_CACHE_BYTES, S3_PART_BUDGET_BYTES};
 
 /// Largest manifest or config registry 2.8.2 reads (`4<<20`; exactly 4 MiB is allowed).
 pub const MAX_DOCUMENT_BYTES: u64 = 4 << 20;
@@ -33,6 +35,37 @@ pub struct BlobFile {
     pub len: u64,
     /// When the data file was written: content-addressed, so once.
     pub mtime: SystemTime,
+}
+
+/// An opened blob, as a store hands it out.
+pub enum BlobReader {
+    /// A file whose bytes are all there, not yet checked against the digest (the
+    /// namespace hashes it before serving it). A mount may let the kernel read it.
+    File(std::fs::File),
+    /// Bytes that arrive while they are read (a remote store's download), checked
+    /// against the digest by the store as they stream.
+    Streaming(Arc<dyn BlobStream>),
+}
+
+impl std::fmt::Debug for BlobReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlobReader::File(file) => f.debug_tuple("File").field(file).finish(),
+            BlobReader::Streaming(_) => f.write_str("Streaming"),
+        }
+    }
+}
+
+/// A blob being downloaded: reads wait for the bytes they ask for; the read that
+/// completes the blob waits for its hash, and fails if the blob does not hash to its
+/// digest, as does every read after that. A read never waits long for a download that
+/// makes no progress. The stream logs its own failures; its errors name the object.
+pub trait BlobStream: Send + Sync {
+    /// Up to `size` bytes at `offset` (fewer only at the end of the blob).
+    fn read_at(&self, offset: u64, size: usize) -> std::io::Result<Vec<u8>>;
+
+    /// Waits until the whole blob is there and checked: Ok if it hashed to its digest.
+    fn verified(&self) -> std::io::Result<()>;
 }
 
 /// A small stored document (manifest) and the file it was read from.
@@ -112,7 +145,7 @@ pub trait Store: Send + Sync {
     /// Opens a blob found by [`Store::blob`] again, confined to the store like every other
     /// access (a symlink swapped in since the lookup cannot lead out of it); None if it
     /// is gone.
-    fn open_blob(&self, blob: &BlobFile) -> Result<Option<std::fs::File>>;
+    fn open_blob(&self, blob: &BlobFile) -> Result<Option<BlobReader>>;
 
     /// Digests of the blobs linked into the repository.
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>>;
@@ -123,12 +156,14 @@ pub trait Store: Send + Sync {
     /// The folder to watch for changes, and how its paths map to repositories.
     fn watch_target(&self) -> (PathBuf, crate::watch::Layout);
 
-    /// Keep what is read for `lifetime` (a mount: its tag lifetime), until
-    /// [`Store::forget_reads`]. Local stores only (`memo`); zero: not at all.
+    /// Keep what is read for `lifetime` (a mount: its tag lifetime) until
+    /// [`Store::changed`]; zero: not at all. Local stores (`memo`); an S3 store is given
+    /// its lifetime when it is opened.
     fn remember_reads(&self, _lifetime: Duration) {}
 
-    /// Forget what was read: the store changed.
-    fn forget_reads(&self) {}
+    /// The store may have changed (a change notification, or the poll came round):
+    /// whatever it keeps about links, listings and files must be read again.
+    fn changed(&self) {}
 }
 
 /// Options that only apply to some layouts.
@@ -138,6 +173,13 @@ pub struct OpenOptions {
     pub oci_repository: Option<String>,
     /// Where an S3 store keeps downloaded blobs (default: [`s3::default_cache_dir`]).
     pub cache_dir: Option<PathBuf>,
+    /// Bound of the blobs an S3 store keeps there (default: [`DEFAULT_CACHE_MAX_BYTES`]).
+    pub cache_max_bytes: Option<u64>,
+    /// An S3 store's client settings given on the command line.
+    pub s3: S3Overrides,
+    /// How long an S3 store may answer link and listing questions from memory: a
+    /// mount's tag lifetime. Zero (`ls`, `cat`): asked every time.
+    pub remote_ttl: std::time::Duration,
 }
 
 /// Whether `store` names an S3 store (`s3://BUCKET[/ROOT]`) rather than a local folder.
@@ -187,10 +229,16 @@ fn open_s3(
         env: &env,
         read_file: &read_file,
     })
-    .map_err(|reason| Error::invalid(url, reason))?;
+    .map_err(|reason| Error::invalid(url, reason))?
+    .with_overrides(&options.s3);
     let cache_dir = match &options.cache_dir {
         Some(dir) => dir.clone(),
         None => s3::default_cache_dir(&location)?,
     };
-    Ok(Arc::new(S3Store::open(&location, &settings, cache_dir)?))
+    let caching = s3::Caching {
+        dir: cache_dir,
+        max_bytes: options.cache_max_bytes.unwrap_or(DEFAULT_CACHE_MAX_BYTES),
+        answer_ttl: options.remote_ttl,
+    };
+    Ok(Arc::new(S3Store::open(&location, &settings, caching)?))
 }

@@ -6,7 +6,7 @@
 //! (nested indexes included) and every blob is shared by all repositories of the layout.
 
 use super::fsutil::{FileIdentity, FileMeta, IfChanged, Root};
-use super::{BlobFile, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
+use super::{BlobFile, BlobReader, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar::{is_repository_name, is_tag};
@@ -379,7 +379,7 @@ impl Store for OciLayoutStore {
         self.root.remember_reads(lifetime);
     }
 
-    fn forget_reads(&self) {
+    fn changed(&self) {
         self.root.forget_reads();
     }
 
@@ -387,8 +387,8 @@ impl Store for OciLayoutStore {
         (self.root.dir.clone(), crate::watch::Layout::OciLayout)
     }
 
-    fn open_blob(&self, blob: &BlobFile) -> Result<Option<std::fs::File>> {
-        self.root.open_read(&blob.rel)
+    fn open_blob(&self, blob: &BlobFile) -> Result<Option<BlobReader>> {
+        Ok(self.root.open_read(&blob.rel)?.map(BlobReader::File))
     }
 
     fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>> {

@@ -110,9 +110,11 @@ def start_on_a_free_port(server, launch, path="/v2/"):
 class Mount:
     """`registryfs mount STORE MOUNTPOINT --allow-other` in the foreground."""
 
-    def __init__(self, binary, store, mountpoint, args, log_path):
+    def __init__(self, binary, store, mountpoint, args, log_path, mount_args=()):
+        """`args` go before `mount` (global flags), `mount_args` after it."""
         self.binary, self.store, self.mountpoint = binary, store, mountpoint
         self.args = list(args)
+        self.mount_args = list(mount_args)
         self.log_path = log_path
         self.proc = None
         self._log = None
@@ -120,7 +122,7 @@ class Mount:
     def start(self, timeout=20):
         os.makedirs(self.mountpoint, exist_ok=True)
         self._log = open(self.log_path, "ab")
-        cmd = [self.binary, *self.args, "mount", self.store, self.mountpoint, "--allow-other"]
+        cmd = [self.binary, *self.args, "mount", self.store, self.mountpoint, "--allow-other", *self.mount_args]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )

@@ -100,6 +100,16 @@ class Garage:
             "AWS_ENDPOINT_URL": self.endpoint,
         }
 
+    def export_aws_env(self, endpoint=None):
+        """Sets this process's environment (and so its children's) to reach the bucket
+        through only the standard variables (`endpoint` instead of Garage's, e.g. a
+        proxy), without the ones that would add to or override them."""
+        os.environ.update(self.aws_env())
+        if endpoint:
+            os.environ["AWS_ENDPOINT_URL"] = endpoint
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+            os.environ.pop(name, None)
+
     def client(self, timeout=30):
         return S3Client(self.endpoint, self.region, self.access_key_id, self.secret_access_key, timeout)
 

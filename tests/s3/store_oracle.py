@@ -220,9 +220,7 @@ def main(argv=None):
         n = copy_bucket(client, garage.bucket, reg.key_prefix, copy)
         print(f"# {n} objects under {reg.key_prefix}", flush=True)
         # registryfs gets only the standard variables: key, region, http:// endpoint.
-        os.environ.update(garage.aws_env())
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-            os.environ.pop(name, None)
+        garage.export_aws_env()
         store = f"s3://{garage.bucket}/{reg.rootdirectory.strip('/')}"
         rfs = RegistryFS(binary, store, reg.keyfile, ["--cache-dir", os.path.join(tmp, "cache")])
         rc, out, err = rfs.ls(None)

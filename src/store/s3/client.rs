@@ -14,17 +14,24 @@ use crate::error::{Error, Result};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path as KeyPath;
-use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{
+    Certificate, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig,
+};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-/// A few quick retries: a read waits on them, and the namespace reports a failure as
-/// EIO rather than hanging a client for minutes (object_store's default is 3 minutes).
+/// Retries of a request that failed quickly (connection refused, 5xx, 429): a few,
+/// with object_store's backoff (100 ms, doubling, jittered), all begun within half the
+/// request timeout. A request that timed out is past that window and is not retried,
+/// so one call to the server gives up within about 1.5 request timeouts
+/// ([`config::DEFAULT_REQUEST_TIMEOUT`]; object_store's own default would retry for 3
+/// minutes, long enough for a web server's client to give up on a FUSE read first).
+///
+/// [`config::DEFAULT_REQUEST_TIMEOUT`]: super::config::DEFAULT_REQUEST_TIMEOUT
 const MAX_RETRIES: usize = 3;
-const RETRY_TIMEOUT: Duration = Duration::from_secs(15);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connecting gives up sooner: a refused or unroutable server is not slow, it is gone.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Runtime threads: the work is waiting on sockets, not computing.
 const RUNTIME_THREADS: usize = 2;
 
@@ -44,6 +51,15 @@ pub struct Listing {
     pub objects: Vec<ObjectInfo>,
 }
 
+impl Listing {
+    /// About how much memory it holds (strings and their bookkeeping).
+    pub fn bytes(&self) -> u64 {
+        let prefixes: usize = self.prefixes.iter().map(|p| p.len() + 24).sum();
+        let objects: usize = self.objects.iter().map(|o| o.key.len() + 64).sum();
+        (prefixes + objects) as u64
+    }
+}
+
 pub struct Client {
     s3: AmazonS3,
     runtime: tokio::runtime::Runtime,
@@ -60,15 +76,10 @@ impl Client {
             .with_allow_http(settings.allow_http)
             .with_retry(RetryConfig {
                 max_retries: MAX_RETRIES,
-                retry_timeout: RETRY_TIMEOUT,
+                retry_timeout: settings.request_timeout / 2,
                 ..RetryConfig::default()
             })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_http(settings.allow_http)
-                    .with_timeout(REQUEST_TIMEOUT)
-                    .with_connect_timeout(CONNECT_TIMEOUT),
-            );
+            .with_client_options(client_options(&url, settings)?);
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.with_endpoint(endpoint);
         }
@@ -86,6 +97,7 @@ impl Client {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(RUNTIME_THREADS)
             .thread_name("registryfs-s3")
+            .on_thread_start(block_stop_signals)
             .enable_all()
             .build()
             .map_err(|e| Error::io(&url, e))?;
@@ -224,6 +236,37 @@ impl Client {
             Err(e) => Err(self.error(key, &e)),
         }
     }
+}
+
+/// The runtime's threads never take SIGINT or SIGTERM: a mount waits for them on one
+/// thread and unmounts (fuse::session). Started before the mount blocks them for its
+/// own threads, a runtime thread would otherwise take the signal's default action and
+/// end the process with the mount left behind.
+fn block_stop_signals() {
+    // SAFETY: plain libc signal-set manipulation on a local set, for this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+fn client_options(url: &std::path::Path, settings: &Settings) -> Result<ClientOptions> {
+    let mut options = ClientOptions::new()
+        .with_allow_http(settings.allow_http)
+        .with_timeout(settings.request_timeout)
+        .with_connect_timeout(settings.request_timeout.min(MAX_CONNECT_TIMEOUT));
+    if let Some(bundle) = &settings.ca_bundle {
+        let pem = std::fs::read(bundle).map_err(|e| Error::io(bundle, e))?;
+        let certificates = Certificate::from_pem_bundle(&pem)
+            .map_err(|e| Error::invalid(bundle, format!("CA bundle for {}: {e}", url.display())))?;
+        for certificate in certificates {
+            options = options.with_root_certificate(certificate);
+        }
+    }
+    Ok(options)
 }
 
 /// S3 times: a listing has milliseconds, a HEAD or GET only seconds. Whole seconds

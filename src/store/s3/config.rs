@@ -3,9 +3,17 @@
 //! environment and the files come in as functions, so every rule is unit-tested.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Region used when neither the environment nor the profile names one (the AWS default).
 const DEFAULT_REGION: &str = "us-east-1";
+
+/// Default `--s3-timeout`: one request to the server (connect, answer and body) gives
+/// up after this long. A FUSE request waits on it, and a client (a web server) should
+/// get an error in seconds rather than hang while the server is unreachable or stalled.
+/// The largest request is one part of a blob download (8 MiB): 10 s allows a link
+/// down to about 1 MB/s.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `s3://BUCKET[/ROOT]`: the bucket and the registry's `rootdirectory` (no slashes at
 /// either end; "" for none).
@@ -89,6 +97,44 @@ pub struct Settings {
     /// `BUCKET.host` addressing; off for a custom endpoint (self-hosted stores rarely
     /// have wildcard DNS), on for AWS.
     pub virtual_hosted_style: bool,
+    /// PEM certificates trusted besides the system's (`AWS_CA_BUNDLE`, or `ca_bundle`
+    /// in the profile): a self-hosted store with its own CA.
+    pub ca_bundle: Option<PathBuf>,
+    /// How long one request may take ([`DEFAULT_REQUEST_TIMEOUT`]).
+    pub request_timeout: Duration,
+}
+
+/// What the command line says beyond the AWS settings (`--s3-path-style`...).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// Path-style addressing (`host/BUCKET/key`) even for AWS's endpoints.
+    pub path_style: bool,
+    /// Plain HTTP allowed even for an endpoint that does not say `http://`.
+    pub allow_http: bool,
+    pub request_timeout: Option<Duration>,
+}
+
+impl Settings {
+    /// The command line wins over the environment and the profile.
+    pub fn with_overrides(mut self, overrides: &Overrides) -> Settings {
+        if overrides.path_style {
+            self.virtual_hosted_style = false;
+        }
+        self.allow_http |= overrides.allow_http;
+        if let Some(timeout) = overrides.request_timeout {
+            self.request_timeout = timeout;
+        }
+        self
+    }
+}
+
+/// `true`/`false` (also `1`/`0`, `yes`/`no`) of a switch variable, naming it if neither.
+fn switch(name: &str, value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("{name}={value:?}: expected true or false")),
+    }
 }
 
 /// Where the process's settings come from: the environment and the profile files.
@@ -196,12 +242,27 @@ pub fn resolve(sources: &Sources<'_>) -> Result<Settings, String> {
         }
         None => false,
     };
+    // object_store's names for the two switches (its `from_env` reads them too).
+    let allow_http = match sources.var("AWS_ALLOW_HTTP") {
+        Some(v) => allow_http || switch("AWS_ALLOW_HTTP", &v)?,
+        None => allow_http,
+    };
+    let virtual_hosted_style = match sources.var("AWS_VIRTUAL_HOSTED_STYLE_REQUEST") {
+        Some(v) => switch("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", &v)?,
+        None => endpoint.is_none(),
+    };
+    let ca_bundle = sources
+        .var("AWS_CA_BUNDLE")
+        .or_else(|| from_config("ca_bundle"))
+        .map(PathBuf::from);
     Ok(Settings {
         region,
-        virtual_hosted_style: endpoint.is_none(),
+        virtual_hosted_style,
         endpoint,
         credentials,
         allow_http,
+        ca_bundle,
+        request_timeout: DEFAULT_REQUEST_TIMEOUT,
     })
 }
 
@@ -328,6 +389,33 @@ mod tests {
         assert_eq!(s.region, DEFAULT_REGION);
         assert!(resolve_with(&[("AWS_ACCESS_KEY_ID", "x")], &[]).is_err());
         assert!(resolve_with(&[("AWS_ENDPOINT_URL", "ftp://x")], &[]).is_err());
+    }
+
+    #[test]
+    fn addressing_http_and_ca_switches() {
+        let s = resolve_with(
+            &[
+                ("AWS_ENDPOINT_URL", "https://s3.internal:9000"),
+                ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "true"),
+                ("AWS_ALLOW_HTTP", "1"),
+                ("AWS_CA_BUNDLE", "/etc/ssl/internal.pem"),
+            ],
+            &[],
+        )
+        .expect("settings");
+        assert!(s.virtual_hosted_style && s.allow_http);
+        assert_eq!(s.ca_bundle, Some(PathBuf::from("/etc/ssl/internal.pem")));
+        assert_eq!(s.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert!(resolve_with(&[("AWS_ALLOW_HTTP", "maybe")], &[]).is_err());
+        let s = resolve_with(&[], &[])
+            .expect("settings")
+            .with_overrides(&Overrides {
+                path_style: true,
+                allow_http: true,
+                request_timeout: Some(Duration::from_secs(2)),
+            });
+        assert!(!s.virtual_hosted_style && s.allow_http, "flags win");
+        assert_eq!(s.request_timeout, Duration::from_secs(2));
     }
 
     const CREDENTIALS: &str = "\

@@ -13,43 +13,67 @@
 //! lookup; a new repository appears in the listing, not in the time.
 //!
 //! Blobs are downloaded whole into the local cache folder before they are handed out,
-//! checked against their digest on the way ([`S3Store::open_blob`]); manifests and
+//! checked against their digest on the way ([`S3Store::open_blob`]), once however many
+//! readers wait, and kept there within a byte bound ([`blob_cache`]); manifests and
 //! configs are kept in memory, bounded by bytes, keyed by their data object (content
-//! addressed, so never stale; the links that lead to them are read every time).
+//! addressed, so never stale). The links that lead to them, object HEADs and listings
+//! are kept for the mount's tag lifetime at most ([`answers`]).
 
+mod answers;
+mod blob_cache;
+mod bounded;
 mod client;
 pub mod config;
 
 use super::distribution::{check_tag_target, is_name_part, repo_dir};
 use super::fsutil::{check_digest, parse_link, FileMeta};
 use super::links::LinkedObjects;
-use super::{BlobFile, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
+use super::{BlobFile, BlobReader, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar::{child_path, is_repository_name, is_tag};
+pub use answers::ANSWER_CACHE_BYTES as S3_ANSWER_CACHE_BYTES;
+use answers::{Answers, Question};
+pub use blob_cache::DEFAULT_MAX_BYTES as DEFAULT_CACHE_MAX_BYTES;
+pub use blob_cache::PART_BUDGET_BYTES as S3_PART_BUDGET_BYTES;
+use blob_cache::{BlobCache, FetchPart, Opened};
+use bounded::BytesLru;
 use client::{Client, Listing, ObjectInfo};
 use config::{Location, Settings};
-use lru::LruCache;
-use sha2::{Digest as _, Sha256};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Largest link object read: a digest is at most 7 + 128 bytes.
 const MAX_LINK_BYTES: u64 = 1024;
 /// Bytes of manifests and configs kept in memory.
-pub const DOCUMENT_CACHE_BYTES: usize = 64 << 20;
-/// One ranged GET of a blob download.
-const BLOB_PART_BYTES: u64 = 8 << 20;
+pub const DOCUMENT_CACHE_BYTES: u64 = 64 << 20;
 
 pub struct S3Store {
-    client: Client,
+    client: Arc<Client>,
     /// `<root>/docker/registry/v2/`: the prefix of every key read.
     v2: String,
     /// Verified blobs: `blobs/sha256/<hex>`.
     cache_dir: PathBuf,
-    documents: Mutex<DocumentCache>,
+    blobs: Arc<BlobCache>,
+    /// Manifests and configs by data key (content addressed: never stale).
+    documents: Mutex<Documents>,
+    /// Links and listings, for a short time.
+    answers: Answers,
+}
+
+type Documents = BytesLru<String, (Arc<[u8]>, SystemTime)>;
+
+/// What an S3 store keeps, and for how long.
+#[derive(Clone, Debug)]
+pub struct Caching {
+    /// Verified blobs.
+    pub dir: PathBuf,
+    /// Bound of the blobs in `dir`.
+    pub max_bytes: u64,
+    /// How long link and listing answers are kept in memory (the mount's tag
+    /// lifetime); zero: asked every time.
+    pub answer_ttl: Duration,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -85,15 +109,20 @@ pub fn default_cache_dir(location: &Location) -> Result<PathBuf> {
 }
 
 impl S3Store {
-    pub fn open(location: &Location, settings: &Settings, cache_dir: PathBuf) -> Result<S3Store> {
-        let client = Client::new(location, settings)?;
-        std::fs::create_dir_all(cache_dir.join("blobs/sha256"))
-            .map_err(|e| Error::io(&cache_dir, e))?;
+    pub fn open(location: &Location, settings: &Settings, caching: Caching) -> Result<S3Store> {
+        let client = Arc::new(Client::new(location, settings)?);
+        let cache_dir = caching.dir;
+        // A part is one request; a reader gives up on a download that made no
+        // progress for a few of them.
+        let stall = settings.request_timeout * 4;
+        let blobs = Arc::new(BlobCache::open(&cache_dir, caching.max_bytes, stall)?);
         let store = S3Store {
             client,
             v2: location.v2_prefix(),
             cache_dir,
-            documents: Mutex::new(DocumentCache::new(DOCUMENT_CACHE_BYTES)),
+            blobs,
+            documents: Mutex::new(BytesLru::new(DOCUMENT_CACHE_BYTES)),
+            answers: Answers::new(caching.answer_ttl),
         };
         // Fail here, naming the bucket and the server's answer, rather than on the
         // first lookup (credentials, region, a missing bucket).
@@ -103,6 +132,24 @@ impl S3Store {
 
     fn key(&self, rel: &str) -> String {
         format!("{}{rel}", self.v2)
+    }
+
+    /// A delimited listing of `prefix`, all pages.
+    fn listing(&self, prefix: &str) -> Result<Arc<Listing>> {
+        let fetch = || Ok(Arc::new(self.client.list(prefix, None)?));
+        self.answers
+            .get_or_weighed(Question::List(prefix.into()), fetch, |l| l.bytes())
+    }
+
+    fn has_prefix(&self, prefix: &str) -> Result<bool> {
+        self.answers.get_or(Question::HasPrefix(prefix.into()), || {
+            self.client.has_prefix(prefix)
+        })
+    }
+
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        self.answers
+            .get_or(Question::Head(key.into()), || self.client.head(key))
     }
 }
 
@@ -114,20 +161,22 @@ impl LinkedObjects for S3Store {
     /// S3 writes an object whole, so there is no half-written link to read again.
     fn read_link(&self, rel: &str) -> Result<Option<(Digest, SystemTime)>> {
         let key = self.key(rel);
-        let Some((bytes, mtime)) = self.client.get_small(&key, MAX_LINK_BYTES)? else {
-            return Ok(None);
+        let fetch = || {
+            let Some((bytes, mtime)) = self.client.get_small(&key, MAX_LINK_BYTES)? else {
+                return Ok(None);
+            };
+            Ok(Some((parse_link(&self.client.url(&key), &bytes)?, mtime)))
         };
-        Ok(Some((parse_link(&self.client.url(&key), &bytes)?, mtime)))
+        self.answers.get_or(Question::Link(key.clone()), fetch)
     }
 
     fn exists(&self, rel: &str) -> Result<bool> {
-        Ok(self.client.head(&self.key(rel))?.is_some())
+        Ok(self.head(&self.key(rel))?.is_some())
     }
 
     fn data(&self, rel: &str) -> Result<Option<FileMeta>> {
         let key = self.key(rel);
         Ok(self
-            .client
             .head(&key)?
             .map(|ObjectInfo { size, mtime, .. }| FileMeta {
                 path: self.client.url(&key),
@@ -140,7 +189,12 @@ impl LinkedObjects for S3Store {
     fn document(&self, rel: &str, digest: &Digest) -> Result<Option<Document>> {
         let key = self.key(rel);
         let path = self.client.url(&key);
-        if let Some((bytes, mtime)) = self.documents.lock().ok().and_then(|mut c| c.get(&key)) {
+        let kept = self
+            .documents
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(&key).cloned());
+        if let Some((bytes, mtime)) = kept {
             return Ok(Some(Document { path, bytes, mtime }));
         }
         let Some((bytes, mtime)) = self.client.get_small(&key, MAX_DOCUMENT_BYTES)? else {
@@ -149,16 +203,15 @@ impl LinkedObjects for S3Store {
         check_digest(&path, digest, &bytes)?;
         let bytes: Arc<[u8]> = bytes.into();
         if let Ok(mut cache) = self.documents.lock() {
-            cache.put(key, bytes.clone(), mtime);
+            let len = bytes.len() as u64;
+            cache.put(key, (bytes.clone(), mtime), len);
         }
         Ok(Some(Document { path, bytes, mtime }))
     }
 
     /// Whether each has its link is for the lookup that follows to find out.
     fn linked_digests(&self, rel: &str) -> Result<Vec<Digest>> {
-        let listing = self
-            .client
-            .list(&self.key(&format!("{rel}/sha256/")), None)?;
+        let listing = self.listing(&self.key(&format!("{rel}/sha256/")))?;
         let mut out: Vec<Digest> = listing
             .prefixes
             .iter()
@@ -173,46 +226,12 @@ impl LinkedObjects for S3Store {
 impl S3Store {
     /// The newest `LastModified` below `rel/`, or None if nothing is there.
     fn newest_below(&self, rel: &str) -> Result<Option<SystemTime>> {
-        let objects = self.client.list_recursive(&self.key(&format!("{rel}/")))?;
-        Ok(objects.iter().map(|o| o.mtime).max())
-    }
-
-    /// Downloads a blob's data object into `dest` with sequential ranged GETs, hashing
-    /// on the way; renamed into place only when complete and matching `hex`. None if
-    /// the object is gone.
-    fn download(&self, blob: &BlobFile, hex: &str, dest: &Path) -> Result<Option<std::fs::File>> {
-        let key = self.key(&blob.rel);
-        let partial = PartialFile::create(dest)?;
-        let mut hasher = Sha256::new();
-        let mut offset = 0;
-        while offset < blob.len {
-            let end = (offset + BLOB_PART_BYTES).min(blob.len);
-            let Some(part) = self.client.get_range(&key, offset..end)? else {
-                return Ok(None);
-            };
-            if part.len() as u64 != end - offset {
-                return Err(Error::invalid(
-                    &blob.path,
-                    format!(
-                        "asked for bytes {offset}..{end}, got {} (the object changed?)",
-                        part.len()
-                    ),
-                ));
-            }
-            hasher.update(&part);
-            (&partial.file)
-                .write_all(&part)
-                .map_err(|e| Error::io(&partial.path, e))?;
-            offset = end;
-        }
-        let actual = crate::digest::hex(&hasher.finalize());
-        if actual != hex {
-            return Err(Error::invalid(
-                &blob.path,
-                format!("blob data does not hash to sha256:{hex} (found sha256:{actual})"),
-            ));
-        }
-        partial.persist(dest).map(Some)
+        let prefix = self.key(&format!("{rel}/"));
+        let fetch = || {
+            let objects = self.client.list_recursive(&prefix)?;
+            Ok(objects.iter().map(|o| o.mtime).max())
+        };
+        self.answers.get_or(Question::Newest(prefix.clone()), fetch)
     }
 }
 
@@ -224,11 +243,11 @@ impl Store for S3Store {
             format!("{}/", repo_dir(prefix))
         };
         let mut names: Vec<String> = self
-            .client
-            .list(&self.key(&rel), None)?
+            .listing(&self.key(&rel))?
             .prefixes
-            .into_iter()
+            .iter()
             .filter(|name| is_name_part(prefix, name))
+            .cloned()
             .collect();
         names.sort();
         Ok(names)
@@ -239,17 +258,14 @@ impl Store for S3Store {
             return Ok(false);
         }
         let name = child_path(prefix, child);
-        self.client
-            .has_prefix(&self.key(&format!("{}/", repo_dir(&name))))
+        self.has_prefix(&self.key(&format!("{}/", repo_dir(&name))))
     }
 
     fn is_repository(&self, name: &str) -> Result<bool> {
         if !is_repository_name(name) {
             return Ok(false);
         }
-        let listing = self
-            .client
-            .list(&self.key(&format!("{}/", repo_dir(name))), None)?;
+        let listing = self.listing(&self.key(&format!("{}/", repo_dir(name))))?;
         Ok(listing
             .prefixes
             .iter()
@@ -258,7 +274,7 @@ impl Store for S3Store {
 
     fn tags(&self, repo: &str) -> Result<Option<Vec<String>>> {
         let prefix = self.key(&format!("{}/_manifests/tags/", repo_dir(repo)));
-        Ok(tag_names(&prefix, self.client.list(&prefix, None)?))
+        Ok(tag_names(&prefix, &*self.listing(&prefix)?))
     }
 
     fn tag_link(&self, repo: &str, tag: &str) -> Result<Option<TagLink>> {
@@ -272,7 +288,7 @@ impl Store for S3Store {
                 check_tag_target(&self.client.url(&self.key(&link)), &digest)?;
                 Ok(Some(TagLink { digest, mtime }))
             }
-            None if self.client.has_prefix(&self.key(&format!("{tag_dir}/")))? => {
+            None if self.has_prefix(&self.key(&format!("{tag_dir}/")))? => {
                 Err(Error::NotFound(format!(
                     "{}: tag has no current/link",
                     self.client.url(&self.key(&link)).display()
@@ -291,7 +307,6 @@ impl Store for S3Store {
                     format!("{}/", repo_dir(prefix))
                 };
                 Ok(self
-                    .client
                     .has_prefix(&self.key(&rel))?
                     .then_some(SystemTime::UNIX_EPOCH))
             }
@@ -321,34 +336,23 @@ impl Store for S3Store {
         self.layer_document(repo, digest)
     }
 
-    /// The blob from the cache folder, downloaded first if it is not there yet. The
-    /// cache holds only complete downloads that hashed to their digest; the namespace
-    /// checks the file it gets again, as for every store.
-    fn open_blob(&self, blob: &BlobFile) -> Result<Option<std::fs::File>> {
+    /// The blob from the cache folder (verified when it was downloaded; the namespace
+    /// checks the file again, as for every store), or its download, streaming.
+    fn open_blob(&self, blob: &BlobFile) -> Result<Option<BlobReader>> {
         let hex = blob
             .rel
             .strip_prefix("blobs/sha256/")
             .and_then(|rest| rest.split('/').nth(1))
             .filter(|hex| Digest::parse(&format!("sha256:{hex}")).is_ok())
             .ok_or_else(|| Error::invalid(&blob.path, "not a blob data object"))?;
-        let dest = self.cache_dir.join("blobs/sha256").join(hex);
-        match std::fs::File::open(&dest) {
-            Ok(file) => {
-                let len = file.metadata().map_err(|e| Error::io(&dest, e))?.len();
-                if len == blob.len {
-                    return Ok(Some(file));
-                }
-                log::warn!(
-                    "{}: {len} bytes, but {} has {}; downloading again",
-                    dest.display(),
-                    blob.path.display(),
-                    blob.len
-                );
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&dest, e)),
-        }
-        self.download(blob, hex, &dest)
+        let (client, key) = (self.client.clone(), self.key(&blob.rel));
+        let fetch: FetchPart = Box::new(move |range| client.get_range(&key, range));
+        Ok(Some(
+            match self.blobs.open_blob(hex, blob.len, &blob.path, fetch)? {
+                Opened::Kept(file) => BlobReader::File(file),
+                Opened::Downloading(download) => BlobReader::Streaming(download),
+            },
+        ))
     }
 
     fn blob_digests(&self, repo: &str) -> Result<Vec<Digest>> {
@@ -364,133 +368,30 @@ impl Store for S3Store {
     fn watch_target(&self) -> (PathBuf, crate::watch::Layout) {
         (self.cache_dir.clone(), crate::watch::Layout::Remote)
     }
+
+    fn changed(&self) {
+        self.answers.clear();
+    }
 }
 
 /// A tags folder's entries as registry 2.8.2's s3 driver lists them: the objects
 /// directly in it, then the `<tag>/` prefixes, each in the server's key order (across
 /// all pages); None when there is neither, since an S3 folder without objects does not
 /// exist (the registry answers NAME_UNKNOWN).
-fn tag_names(prefix: &str, listing: Listing) -> Option<Vec<String>> {
+fn tag_names(prefix: &str, listing: &Listing) -> Option<Vec<String>> {
     if listing.prefixes.is_empty() && listing.objects.is_empty() {
         return None;
     }
     let objects = listing
         .objects
-        .into_iter()
+        .iter()
         .filter_map(|o| o.key.strip_prefix(prefix).map(str::to_string));
-    Some(objects.chain(listing.prefixes).collect())
-}
-
-/// A download in progress, next to its final name; removed unless persisted.
-struct PartialFile {
-    path: PathBuf,
-    file: std::fs::File,
-    persisted: bool,
-}
-
-impl PartialFile {
-    fn create(dest: &Path) -> Result<PartialFile> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "{}.partial.{}.{}",
-            dest.file_name().and_then(|n| n.to_str()).unwrap_or("blob"),
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = dest.with_file_name(name);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        Ok(PartialFile {
-            path,
-            file,
-            persisted: false,
-        })
-    }
-
-    /// Renames the complete file to `dest` and hands out its descriptor, at offset 0
-    /// like a freshly opened file (readers copy from the current offset).
-    fn persist(mut self, dest: &Path) -> Result<std::fs::File> {
-        use std::io::Seek;
-        std::fs::rename(&self.path, dest).map_err(|e| Error::io(dest, e))?;
-        self.persisted = true;
-        let mut file = self.file.try_clone().map_err(|e| Error::io(dest, e))?;
-        file.rewind().map_err(|e| Error::io(dest, e))?;
-        Ok(file)
-    }
-}
-
-impl Drop for PartialFile {
-    fn drop(&mut self) {
-        if !self.persisted {
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                log::warn!("{}: cannot remove: {e}", self.path.display());
-            }
-        }
-    }
-}
-
-/// Documents by data key, bounded by their total bytes.
-struct DocumentCache {
-    entries: LruCache<String, (Arc<[u8]>, SystemTime)>,
-    bytes: usize,
-    max_bytes: usize,
-}
-
-impl DocumentCache {
-    fn new(max_bytes: usize) -> DocumentCache {
-        DocumentCache {
-            entries: LruCache::unbounded(),
-            bytes: 0,
-            max_bytes,
-        }
-    }
-
-    fn get(&mut self, key: &str) -> Option<(Arc<[u8]>, SystemTime)> {
-        self.entries.get(key).cloned()
-    }
-
-    fn put(&mut self, key: String, bytes: Arc<[u8]>, mtime: SystemTime) {
-        if bytes.len() > self.max_bytes {
-            return;
-        }
-        self.bytes += bytes.len();
-        if let Some((old, _)) = self.entries.put(key, (bytes, mtime)) {
-            self.bytes -= old.len();
-        }
-        while self.bytes > self.max_bytes {
-            match self.entries.pop_lru() {
-                Some((_, (old, _))) => self.bytes -= old.len(),
-                None => break,
-            }
-        }
-    }
+    Some(objects.chain(listing.prefixes.iter().cloned()).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn document_cache_is_bounded_by_bytes() {
-        let mut cache = DocumentCache::new(10);
-        let t = SystemTime::UNIX_EPOCH;
-        cache.put("a".into(), Arc::from(&b"aaaa"[..]), t);
-        cache.put("b".into(), Arc::from(&b"bbbb"[..]), t);
-        assert!(cache.get("a").is_some(), "a is now the most recent");
-        cache.put("c".into(), Arc::from(&b"cccc"[..]), t);
-        assert!(cache.get("b").is_none(), "the least recent went");
-        assert!(cache.get("a").is_some() && cache.get("c").is_some());
-        assert_eq!(cache.bytes, 8);
-        cache.put("big".into(), Arc::from(&[0u8; 11][..]), t);
-        assert!(cache.get("big").is_none(), "larger than the whole cache");
-        cache.put("a".into(), Arc::from(&b"aa"[..]), t);
-        assert_eq!(cache.bytes, 6, "a replaced entry's bytes are released");
-    }
 
     #[test]
     fn tags_come_in_the_s3_drivers_order() {
@@ -505,7 +406,7 @@ mod tests {
             objects: vec![object("r/tags/zz"), object("elsewhere/x")],
         };
         assert_eq!(
-            tag_names("r/tags/", listing),
+            tag_names("r/tags/", &listing),
             Some(vec![
                 "zz".into(),
                 "year-0000-offset".into(),
@@ -513,7 +414,7 @@ mod tests {
             ]),
             "objects first, then prefixes, none re-sorted"
         );
-        assert_eq!(tag_names("r/tags/", Listing::default()), None);
+        assert_eq!(tag_names("r/tags/", &Listing::default()), None);
     }
 
     #[test]
@@ -524,23 +425,5 @@ mod tests {
         };
         let dir = default_cache_dir(&location).expect("a cache folder");
         assert!(dir.ends_with("registryfs/s3/b12/a/b"), "{}", dir.display());
-    }
-
-    #[test]
-    fn a_partial_download_is_removed_unless_persisted() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dest = tmp.path().join("abc");
-        let partial = PartialFile::create(&dest).expect("create");
-        let path = partial.path.clone();
-        assert!(path.exists());
-        drop(partial);
-        assert!(!path.exists(), "an abandoned download leaves nothing");
-        let partial = PartialFile::create(&dest).expect("create");
-        (&partial.file).write_all(b"data").expect("write");
-        let mut file = partial.persist(&dest).expect("persist");
-        assert_eq!(std::fs::read(&dest).expect("read"), b"data");
-        let mut read = Vec::new();
-        std::io::Read::read_to_end(&mut file, &mut read).expect("read the descriptor");
-        assert_eq!(read, b"data", "handed out at offset 0");
     }
 }
