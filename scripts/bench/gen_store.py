@@ -2,13 +2,15 @@
 """Generate a large distribution-layout store for benchmarks, fast.
 
     python3 scripts/bench/gen_store.py DIR --repos 100000
+    python3 scripts/bench/gen_store.py DIR --repos 10000 --oci
 
 Every repository `bench/rNNNNNN` gets one tag `latest`. All repositories share one
 schema2 manifest, config and layer (each still converts to a different schema1, since
 the repository name is part of it), and identical link files are hard links, so the
 store costs little more than its folders: put it on tmpfs (/dev/shm) for 100k
 repositories. Files are written exactly as registry 2.8.2 writes them (links without
-a trailing newline, fan-out blob folders).
+a trailing newline, fan-out blob folders). With --oci: an OCI image layout whose
+index.json names the same image once per repository (`bench/rNNNNNN:latest`).
 """
 
 import argparse
@@ -88,11 +90,40 @@ def manifest(config_bytes, config_digest, layer_digest):
     }, indent=3).encode()
 
 
+def oci_layout(path, repos):
+    """The same repositories as an OCI image layout: one index.json entry each."""
+    blobs = os.path.join(path, "blobs/sha256")
+
+    def put(data):
+        d = digest(data)
+        write(os.path.join(blobs, d.split(":", 1)[1]), data)
+        return d
+
+    layer_digest = put(LAYER)
+    cfg = config("bench")
+    cfg_digest = put(cfg)
+    body = manifest(cfg, cfg_digest, layer_digest)
+    m_digest = put(body)
+    entries = [{
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "digest": m_digest,
+        "size": len(body),
+        "annotations": {"org.opencontainers.image.ref.name": "bench/r%06d:latest" % i},
+    } for i in range(repos)]
+    write(os.path.join(path, "oci-layout"), b'{"imageLayoutVersion":"1.0.0"}')
+    write(os.path.join(path, "index.json"),
+          json.dumps({"schemaVersion": 2, "manifests": entries}, separators=(",", ":")).encode())
+    print("gen_store: OCI layout with %d repositories in %s" % (repos, path), file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir")
     ap.add_argument("--repos", type=int, default=100000)
+    ap.add_argument("--oci", action="store_true", help="an OCI image layout instead")
     args = ap.parse_args()
+    if args.oci:
+        return oci_layout(args.dir, args.repos)
     v2 = os.path.join(args.dir, "docker/registry/v2")
     layer_digest = put_blob(v2, LAYER)
     cfg = config("bench")

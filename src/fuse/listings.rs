@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 /// Bytes of listings kept (names and entries). The listing being paged through is kept
 /// even when it alone is larger: listing it again for every page would be quadratic.
-pub const LISTING_CACHE_BYTES: usize = 16 << 20;
+pub const LISTING_CACHE_BYTES: usize = 2 << 20;
 
 pub struct Listings(ByteLru<u64, Arc<[DirEntry]>>);
 

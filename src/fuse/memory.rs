@@ -13,7 +13,7 @@ pub fn bounds_help() -> String {
     let rows = [
         (
             "schema1 documents".to_string(),
-            "--schema1-cache-mib (default 32 MiB)".to_string(),
+            "--schema1-cache-mib (default 4 MiB)".to_string(),
         ),
         (
             "generated files, between lookup and open".into(),
@@ -64,7 +64,7 @@ mod tests {
     #[test]
     fn every_bound_is_stated() {
         let help = super::bounds_help();
-        for needle in ["--schema1-cache-mib", "4 MiB", "16 MiB", "32 MiB", "64 MiB"] {
+        for needle in ["--schema1-cache-mib", "2 MiB", "4 MiB", "16 MiB", "128 MiB"] {
             assert!(help.contains(needle), "{needle} missing from:\n{help}");
         }
     }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Bytes of store reads kept.
-pub const STORE_READ_CACHE_BYTES: usize = 32 << 20;
+pub const STORE_READ_CACHE_BYTES: usize = 2 << 20;
 
 /// Which read of a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -119,7 +119,8 @@ impl ReadMemo {
         let value = make()?;
         let kept = wrap(&value);
         if self.generation.load(Ordering::Acquire) == generation {
-            let bytes = 96 + key.1.len() + kept.heap_bytes();
+            // With the map's own entry and the allocator's rounding.
+            let bytes = 192 + key.1.len() + kept.heap_bytes();
             self.entries.put(key, (started, kept), bytes);
         }
         Ok(value)
