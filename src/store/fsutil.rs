@@ -254,22 +254,11 @@ impl Root {
     }
 
     fn read_stamped_now(&self, rel: &str, limit: u64) -> Result<Option<(Vec<u8>, SystemTime)>> {
-        let path = self.dir.join(rel);
-        let Some(file) = self.open_read(rel)? else {
-            return Ok(None);
-        };
-        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
-        if !meta.is_file() {
-            return Ok(None);
-        }
-        if meta.len() > limit {
-            return Err(Error::invalid(
-                &path,
-                format!("{} bytes is more than the {limit}-byte limit", meta.len()),
-            ));
-        }
-        let bytes = read_limited_from(file, &path, limit)?;
-        Ok(Some((bytes, mtime_of(&meta))))
+        Ok(match self.read_if_changed(rel, limit, None)? {
+            Some(IfChanged::Changed { bytes, mtime, .. }) => Some((bytes, mtime)),
+            // Nothing is known, so nothing is unchanged.
+            Some(IfChanged::Unchanged) | None => None,
+        })
     }
 
     /// Reads a small regular file whole unless its identity is still `known` (one
