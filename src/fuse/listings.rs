@@ -10,13 +10,18 @@ use crate::cache::ByteLru;
 use crate::error::Result;
 use crate::namespace::DirEntry;
 use std::mem::size_of;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Bytes of listings kept (names and entries). The listing being paged through is kept
-/// even when it alone is larger: listing it again for every page would be quadratic.
+/// Bytes of listings kept (names and entries).
 pub const LISTING_CACHE_BYTES: usize = 2 << 20;
 
-pub struct Listings(ByteLru<u64, Arc<[DirEntry]>>);
+/// Listings by folder inode number. One listing larger than the whole bound (a folder
+/// of 100k repositories) is kept in a slot of its own while it is paged through:
+/// listing it again for every page would be quadratic.
+pub struct Listings {
+    kept: ByteLru<u64, Arc<[DirEntry]>>,
+    oversized: Mutex<Option<(u64, Arc<[DirEntry]>)>>,
+}
 
 fn cost(entries: &[DirEntry]) -> usize {
     entries
@@ -28,7 +33,14 @@ fn cost(entries: &[DirEntry]) -> usize {
 
 impl Listings {
     pub fn new(max_bytes: usize) -> Listings {
-        Listings(ByteLru::new(max_bytes))
+        Listings {
+            kept: ByteLru::new(max_bytes),
+            oversized: Mutex::new(None),
+        }
+    }
+
+    fn oversized(&self) -> MutexGuard<'_, Option<(u64, Arc<[DirEntry]>)>> {
+        self.oversized.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The listing of folder `ino` for a page starting at `offset`: made by `list` for
@@ -40,19 +52,27 @@ impl Listings {
         list: impl FnOnce() -> Result<Vec<DirEntry>>,
     ) -> Result<Arc<[DirEntry]>> {
         if offset > 0 {
-            if let Some(kept) = self.0.get(&ino) {
+            if let Some(kept) = self.kept.get(&ino) {
                 return Ok(kept);
+            }
+            if let Some((_, kept)) = self.oversized().as_ref().filter(|(i, _)| *i == ino) {
+                return Ok(kept.clone());
             }
         }
         let entries: Arc<[DirEntry]> = list()?.into();
-        self.0.put(ino, entries.clone(), cost(&entries));
+        let bytes = cost(&entries);
+        if bytes > self.kept.max_bytes() {
+            *self.oversized() = Some((ino, entries.clone()));
+        } else {
+            self.kept.put(ino, entries.clone(), bytes);
+        }
         Ok(entries)
     }
 
     /// Bytes held now.
     #[cfg(test)]
     fn bytes(&self) -> usize {
-        self.0.bytes()
+        self.kept.bytes() + self.oversized().as_ref().map_or(0, |(_, e)| cost(e))
     }
 }
 
@@ -101,12 +121,15 @@ mod tests {
             listings.for_page(ino, 0, || Ok(names(100, "x"))).unwrap();
             assert!(listings.bytes() <= one * 2, "{} bytes", listings.bytes());
         }
-        // Too big alone: still kept for its pages, everything else dropped.
+        // Too big alone: kept in its own slot for its pages (one such listing at a time).
+        let before = listings.bytes();
         listings.for_page(99, 0, || Ok(names(1000, "x"))).unwrap();
-        assert_eq!(listings.bytes(), cost(&names(1000, "x")));
+        assert_eq!(listings.bytes(), before + cost(&names(1000, "x")));
         let kept = listings
             .for_page(99, 500, || panic!("listed again"))
             .unwrap();
         assert_eq!(kept.len(), 1000);
+        listings.for_page(98, 0, || Ok(names(2000, "y"))).unwrap();
+        assert_eq!(listings.bytes(), before + cost(&names(2000, "y")));
     }
 }

@@ -254,16 +254,14 @@ impl Namespace {
         if let Err(reason) = &result {
             log::warn!("{repo}:{tag} ({manifest_digest}): no schema1: {reason}");
         }
-        // A document larger than the whole cache is made again when asked for (a
-        // hostile config can make one of 28 MiB).
+        // A document larger than the whole cache is not kept (a hostile config can
+        // make one of 28 MiB): it is made again when asked for.
         let bytes = key.heap_bytes()
             + match &result {
                 Ok(doc) => doc.signed.len(),
                 Err(reason) => reason.len(),
             };
-        if bytes <= self.schema1_cache.max_bytes() {
-            self.schema1_cache.put(key, result.clone(), bytes);
-        }
+        self.schema1_cache.put(key, result.clone(), bytes);
         result
     }
 

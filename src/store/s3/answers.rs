@@ -10,7 +10,7 @@
 //! may predate the change the clear is for). Bounded by bytes, least recently used
 //! first.
 
-use super::bounded::BytesLru;
+use crate::cache::WeighedLru;
 use crate::error::Result;
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,7 +55,7 @@ pub struct Answers {
     ttl: Duration,
     /// Advanced by every clear; an answer fetched across one is not kept.
     generation: AtomicU64,
-    entries: Mutex<BytesLru<Question, (Instant, Kept)>>,
+    entries: Mutex<WeighedLru<Question, (Instant, Kept)>>,
 }
 
 impl Answers {
@@ -64,7 +64,7 @@ impl Answers {
         Answers {
             ttl,
             generation: AtomicU64::new(0),
-            entries: Mutex::new(BytesLru::new(ANSWER_CACHE_BYTES)),
+            entries: Mutex::new(WeighedLru::new(ANSWER_CACHE_BYTES)),
         }
     }
 

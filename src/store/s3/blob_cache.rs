@@ -20,7 +20,7 @@
 //! The order of use is kept in memory; at start the files already there are taken
 //! oldest access first. Several mounts may share a folder (each keeps its own bound).
 
-use super::bounded::BytesLru;
+use crate::cache::WeighedLru;
 use crate::error::{Error, Result};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -47,7 +47,7 @@ pub struct BlobCache {
     /// `<cache>/blobs/sha256`.
     dir: PathBuf,
     /// The files in `dir` by last use (the value is nothing; the weight is the size).
-    kept: Mutex<BytesLru<String, ()>>,
+    kept: Mutex<WeighedLru<String, ()>>,
     /// Downloads running, by hex digest.
     downloads: Mutex<HashMap<String, Arc<Download>>>,
     budget: Budget,
@@ -213,7 +213,7 @@ impl BlobCache {
         let dir = root.join("blobs/sha256");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let cache = BlobCache {
-            kept: Mutex::new(BytesLru::new(max_bytes)),
+            kept: Mutex::new(WeighedLru::new(max_bytes)),
             downloads: Mutex::new(HashMap::new()),
             budget: Budget {
                 used: Mutex::new(0),

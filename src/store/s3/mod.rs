@@ -21,7 +21,6 @@
 
 mod answers;
 mod blob_cache;
-mod bounded;
 mod client;
 pub mod config;
 
@@ -29,6 +28,7 @@ use super::distribution::{check_tag_target, is_name_part, repo_dir};
 use super::fsutil::{check_digest, parse_link, FileMeta};
 use super::links::LinkedObjects;
 use super::{BlobFile, BlobReader, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
+use crate::cache::WeighedLru;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar::{child_path, is_repository_name, is_tag};
@@ -37,7 +37,6 @@ use answers::{Answers, Question};
 pub use blob_cache::DEFAULT_MAX_BYTES as DEFAULT_CACHE_MAX_BYTES;
 pub use blob_cache::PART_BUDGET_BYTES as S3_PART_BUDGET_BYTES;
 use blob_cache::{BlobCache, FetchPart, Opened};
-use bounded::BytesLru;
 use client::{Client, Listing, ObjectInfo};
 use config::{Location, Settings};
 use std::path::PathBuf;
@@ -62,7 +61,7 @@ pub struct S3Store {
     answers: Answers,
 }
 
-type Documents = BytesLru<String, (Arc<[u8]>, SystemTime)>;
+type Documents = WeighedLru<String, (Arc<[u8]>, SystemTime)>;
 
 /// What an S3 store keeps, and for how long.
 #[derive(Clone, Debug)]
@@ -121,7 +120,7 @@ impl S3Store {
             v2: location.v2_prefix(),
             cache_dir,
             blobs,
-            documents: Mutex::new(BytesLru::new(DOCUMENT_CACHE_BYTES)),
+            documents: Mutex::new(WeighedLru::new(DOCUMENT_CACHE_BYTES)),
             answers: Answers::new(caching.answer_ttl),
         };
         // Fail here, naming the bucket and the server's answer, rather than on the
