@@ -61,6 +61,7 @@ import fixtures  # noqa: E402
 from garage import Garage, GarageError, find_garage  # noqa: E402
 from harness import SetupError, stop_cleanly_on_signals  # noqa: E402
 from registry import RegistryError  # noqa: E402
+from faultproxy import FaultProxy  # noqa: E402
 from s3client import S3Error  # noqa: E402
 from s3registry import S3Registry  # noqa: E402
 from servers import ServerError  # noqa: E402
@@ -121,7 +122,7 @@ class MountSet:
         self.args, self.work, self.store = args, work, store
         self.count = 0
 
-    def start(self, name, extra=(), cache_dir=None):
+    def start(self, name, extra=(), cache_dir=None, env=None):
         """A mount with a new empty cache folder, or with `cache_dir` as it is."""
         self.count += 1
         if cache_dir is None:
@@ -130,7 +131,7 @@ class MountSet:
         mp = os.path.join(self.work, f"mnt-{name}")
         m = bench.Mount(self.args.registryfs, self.store, mp,
                         ["--signing-key", self.args.key, "--cache-dir", cache_dir, *extra],
-                        os.path.join(self.work, f"mount-{name}.log")).start()
+                        os.path.join(self.work, f"mount-{name}.log"), env=env).start()
         m.cache_dir = cache_dir
         return m
 
@@ -142,7 +143,8 @@ class MountSet:
 class RangedDownload:
     """A whole object by ranged GETs of `part` bytes, `concurrency` at a time (one
     keep-alive connection each), into memory; the parts are hashed in order as they
-    arrive. What a well-written S3 downloader does, minus writing a file."""
+    arrive; with `dest`, each part is also written to that file where it belongs (as
+    the mount writes its cache file). What a well-written S3 downloader does."""
 
     def __init__(self, client, bucket, key, part=8 * MIB, concurrency=2):
         self.client, self.path = client, f"/{bucket}/{key}"
@@ -177,7 +179,7 @@ class RangedDownload:
         r.read()
         return r
 
-    def run(self):
+    def run(self, dest=None):
         """Returns (size, sha256 digest) of the object."""
         head_conn = self._connection()
         size = int(self._get(head_conn, "HEAD").getheader("content-length"))
@@ -198,6 +200,8 @@ class RangedDownload:
                         return
                     lo, hi = parts[i]
                     self._get(conn, "GET", (lo, hi - 1), view[lo:hi])
+                    if fd is not None:
+                        os.pwrite(fd, view[lo:hi], lo)
                     done[i].set()
             except BaseException as e:  # reported by run()
                 errors.append(e)
@@ -208,6 +212,7 @@ class RangedDownload:
 
         threads = [threading.Thread(target=worker, args=(head_conn if n == 0 else self._connection(),))
                    for n in range(self.concurrency)]
+        fd = None if dest is None else os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         for t in threads:
             t.start()
         h = hashlib.sha256()
@@ -218,6 +223,8 @@ class RangedDownload:
             h.update(view[lo:hi])  # hashlib lets go of the GIL for big buffers
         for t in threads:
             t.join()
+        if fd is not None:
+            os.close(fd)
         if errors:
             raise errors[0]
         return size, "sha256:" + h.hexdigest()
@@ -234,17 +241,20 @@ def bench_blob(args, work, mounts, garage, reg, digest, size):
     direct = RangedDownload(garage.client(timeout=60), garage.bucket, key)
     note(f"blob: {size // MIB} MiB blob {digest[:19]}… at s3://{garage.bucket}/{key}; "
          f"direct: ranged GETs of {direct.part // MIB} MiB, {direct.concurrency} at a time, sha256 in order, "
-         f"into memory; mount: 1 MiB reads of {BIG_REPO}/blobs/{digest[:19]}…")
+         f"into memory (and, for reference, also written to a file); mount: 1 MiB reads of "
+         f"{BIG_REPO}/blobs/{digest[:19]}…")
     note("blob: cold = a fresh mount with an empty cache folder each round (Garage's own files stay in the "
-         "page cache for both ways: this measures the clients, not the disk)")
-    cold = {"mount": [], "direct": []}
+         "page cache for all ways: this measures the clients, not the disk)")
+    cold = {"mount": [], "direct": [], "direct to a file": []}
     # CPU seconds per cold read: Garage's, and the client's (the registryfs daemon and
     # the reader; this process for the direct download).
     cpu = {(way, who): [] for way in cold for who in ("garage", "client")}
+    dest = os.path.join(work, "direct-download")
     m = None
+    ways = list(cold)
     for r in range(args.blob_rounds):
-        ways = ["mount", "direct"] if r % 2 == 0 else ["direct", "mount"]
-        for way in ways:
+        # Each round starts with another way, so no way always follows the same one.
+        for way in ways[r % len(ways):] + ways[:r % len(ways)]:
             if way == "mount":
                 if m is not None:
                     m.stop()
@@ -253,18 +263,20 @@ def bench_blob(args, work, mounts, garage, reg, digest, size):
                 path = os.path.join(m.mountpoint, BIG_REPO, "blobs", digest)
             garage0, self0 = bench.cpu_seconds(garage.pid), own_cpu_seconds()
             daemon0 = bench.cpu_seconds(m.proc.pid) if way == "mount" else 0
-            if way == "direct":
-                t0 = time.perf_counter()
-                got_size, got_digest = direct.run()
-                secs = time.perf_counter() - t0
-                assert (got_size, got_digest) == (size, digest), (got_size, got_digest)
-            else:
+            if way == "mount":
                 got_size, secs = bench.read_all(path)
                 assert got_size == size, (path, got_size)
+            else:
+                t0 = time.perf_counter()
+                got_size, got_digest = direct.run(dest if way == "direct to a file" else None)
+                secs = time.perf_counter() - t0
+                assert (got_size, got_digest) == (size, digest), (got_size, got_digest)
             cold[way].append(secs)
             cpu[(way, "garage")].append(bench.cpu_seconds(garage.pid) - garage0)
             daemon = bench.cpu_seconds(m.proc.pid) - daemon0 if way == "mount" else 0
             cpu[(way, "client")].append(own_cpu_seconds() - self0 + daemon)
+            if os.path.exists(dest):
+                os.unlink(dest)
     cached = os.path.join(m.cache_dir, "blobs", "sha256", hexd)
     if not os.path.isfile(cached):
         raise ServerError(f"blob: {cached}: not in the cache folder after a complete read")
@@ -276,11 +288,13 @@ def bench_blob(args, work, mounts, garage, reg, digest, size):
     warm = {"mount": [], "local file": []}
     for p in (path, cached):
         bench.read_all(p)  # into the page cache (the mount's first open also checks the digest)
-    for _ in range(args.warm_rounds):
-        for way, p in (("mount", path), ("local file", cached)):
+    daemon0 = bench.cpu_seconds(m.proc.pid)
+    for r in range(args.warm_rounds):
+        for way, p in (("mount", path), ("local file", cached))[::1 if r % 2 == 0 else -1]:
             got_size, secs = bench.read_all(p)
             assert got_size == size, (p, got_size)
             warm[way].append(secs)
+    warm_daemon = (bench.cpu_seconds(m.proc.pid) - daemon0) / args.warm_rounds
     m.stop()
     shutil.rmtree(m.cache_dir, ignore_errors=True)
 
@@ -293,10 +307,14 @@ def bench_blob(args, work, mounts, garage, reg, digest, size):
     note("blob: cold, CPU seconds per read (medians): " + "; ".join(
         f"{way}: Garage {statistics.median(cpu[(way, 'garage')]):.2f}, client "
         f"{statistics.median(cpu[(way, 'client')]):.2f}" + (" (daemon + reader)" if way == "mount" else "")
-        for way in cold) + f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        for way in cold) + f"; warm: registryfs daemon {warm_daemon:.2f} per read; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     ours, peer = mbps(cold["mount"]), mbps(cold["direct"])
     figure("s3 blob-read cold, mount vs direct ranged GETs", fmt(ours, 0), fmt(peer, 0) + " direct", "MB/s",
            ours / peer, ">= 0.9x", ours / peer >= 0.9)
+    peer = mbps(cold["direct to a file"])
+    figure("s3 blob-read cold, mount vs direct ranged GETs written to a file", fmt(ours, 0),
+           fmt(peer, 0) + " direct to a file", "MB/s", ours / peer, "(none)", None)
     ours, peer = mbps(warm["mount"]), mbps(warm["local file"])
     figure("s3 blob-read warm (cache folder), mount vs the local file", fmt(ours, 0), fmt(peer, 0) + " local file",
            "MB/s", ours / peer, ">= 0.95x", ours / peer >= 0.95)
@@ -317,6 +335,52 @@ def first_get(port, path, headers=None):
         return time.perf_counter() - t0, (r.status, r.getheader("Docker-Content-Digest"), body)
     finally:
         c.close()
+
+
+def explain_first_get(args, mounts, garage, reg):
+    """What a first GET costs: the S3 requests a fresh mount makes for one tag's schema1
+    (counted by a pass-through proxy in front of Garage), and one request's round trip."""
+    proxy = FaultProxy(int(garage.endpoint.rsplit(":", 1)[1])).start()
+    CLEANUP.add("proxy", proxy.stop)
+    m = mounts.start("count", ["--allow-other"], env=dict(os.environ, AWS_ENDPOINT_URL=proxy.endpoint))
+    ng = bench.start_nginx(args.registryfs, os.path.join(mounts.work, "nginx-count"), m.mountpoint)
+    try:
+        tag_dir = os.path.join(m.mountpoint, bench_repo(args.cold_tags), "manifests", "latest")
+        before = proxy.requests
+        t0 = time.perf_counter()
+        os.stat(tag_dir)
+        with open(os.path.join(tag_dir, "schema1"), "rb") as f:
+            f.read()
+        direct_ms = (time.perf_counter() - t0) * 1e3
+        direct = proxy.requests - before
+        before, seen = proxy.requests, dict(proxy.by_path)
+        nginx_ms = first_get(ng.port, f"/v2/{bench_repo(args.cold_tags + 1)}/manifests/latest")[0] * 1e3
+        through_nginx = proxy.requests - before
+        kinds = {}
+        for (method, path), n in proxy.by_path.items():
+            kind = "LIST" if "list-type" in path else method
+            kinds[kind] = kinds.get(kind, 0) + n - seen.get((method, path), 0)
+    finally:
+        ng.stop()
+        m.stop()
+        proxy.stop()
+        CLEANUP.remove(proxy.stop)
+    client = garage.client()
+    key = f"{reg.key_prefix}repositories/{bench_repo(0)}/_manifests/tags/latest/current/link"
+    rtt, list_rtt = [], []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        client.get_object(garage.bucket, key)
+        rtt.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        client.list_objects(garage.bucket, f"{reg.key_prefix}repositories/{bench_repo(0)}/_manifests/tags/", "/")
+        list_rtt.append(time.perf_counter() - t0)
+    note(f"nginx: on a fresh mount (through a counting proxy: a new connection per request), a tag's first GET "
+         f"through nginx asks the bucket {through_nginx} requests ("
+         + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()) if n) + f"; {nginx_ms:.1f} ms); stat of its folder and read "
+         f"of its schema1 without nginx {direct} requests ({direct_ms:.1f} ms); one small GET from Garage: "
+         f"{statistics.median(rtt) * 1e3:.2f} ms, one LIST of a repository's tags {statistics.median(list_rtt) * 1e3:.2f} ms "
+         f"(medians of 10, a new connection each)")
 
 
 def bench_nginx(args, work, mounts, garage, reg):
@@ -344,6 +408,7 @@ def bench_nginx(args, work, mounts, garage, reg):
          f"registry median {peer:.2f} ms, max {max(lat['registry']) * 1e3:.2f} ms")
     figure("s3 schema1 first GET by tag, nginx on a fresh mount vs registry-2.8 first GET", f"{ours:.2f}",
            f"{peer:.2f} registry", "ms", ours / peer, "(none)", None)
+    explain_first_get(args, mounts, garage, reg)
 
     m = mounts.start("nginx", mount_args)
     ng = bench.start_nginx(args.registryfs, os.path.join(work, "nginx-mount"), m.mountpoint)
@@ -366,13 +431,24 @@ def bench_nginx(args, work, mounts, garage, reg):
         for name, port in ports.items():
             bench.load(port, "", repos, 1, work, allow_errors=name == "registry")  # warm up
         runs = {name: [] for name in ports}
+        # CPU share of a core during the runs: Garage's, and the server's (the
+        # registryfs daemon, or the registry).
+        busy = {(name, who): [] for name in ports for who in ("garage", "server")}
+        servers = {"mount": m.proc.pid, "registry": reg.proc.pid}
         for r in range(args.nginx_rounds):
             for name, port in ports.items():
                 if name == "registry" and r >= 2:
                     continue  # two runs are plenty to tell 10x
+                cpu0 = {who: bench.cpu_seconds(pid) for who, pid in (("garage", garage.pid), ("server", servers[name]))}
                 runs[name].append(bench.load(port, "", repos, args.seconds, work, allow_errors=name == "registry"))
+                for who, pid in (("garage", garage.pid), ("server", servers[name])):
+                    busy[(name, who)].append((bench.cpu_seconds(pid) - cpu0[who]) / args.seconds)
         note("nginx: schema1 req/s per round: " + "; ".join(
             f"{name} " + " ".join(fmt(x, 0) for x in runs[name]) for name in ports))
+        note("nginx: CPU during the runs (median, % of a core): " + "; ".join(
+            f"{name}: Garage {statistics.median(busy[(name, 'garage')]) * 100:.0f}%, "
+            f"{'registryfs daemon' if name == 'mount' else 'registry'} {statistics.median(busy[(name, 'server')]) * 100:.0f}%"
+            for name in ports) + f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         ours, peer = statistics.median(runs["mount"]), statistics.median(runs["registry"])
         figure("s3 nginx schema1-by-tag mount/registry-2.8", fmt(ours, 0), fmt(peer, 0) + " registry", "req/s",
                ours / peer, ">= 10x", ours / peer >= 10)
@@ -393,9 +469,13 @@ def tag_files(mp, tags):
     for repo, names in sorted(tags.items()):
         for tag in names:
             top = os.path.join(mp, repo, "manifests", tag)
-            for dirpath, dirs, files in os.walk(top):
-                dirs.sort()
-                out += [os.path.relpath(os.path.join(dirpath, n), mp) for n in sorted(dirs + files)]
+            names = sorted(os.listdir(top))
+            out += [os.path.relpath(os.path.join(top, n), mp) for n in names]
+            # The digest links are looked up, not listed: one per kind, and the revision.
+            for n in names + ["revision"]:
+                link = os.path.join(top, "digest", n)
+                if os.path.lexists(link):
+                    out.append(os.path.relpath(link, mp))
     return out
 
 
@@ -475,7 +555,7 @@ def main(argv=None):
     ap.add_argument("--only", default="blob,nginx,twin")
     ap.add_argument("--blob-mib", type=int, default=256)
     ap.add_argument("--blob-rounds", type=int, default=3, help="cold rounds (a fresh mount each)")
-    ap.add_argument("--warm-rounds", type=int, default=5)
+    ap.add_argument("--warm-rounds", type=int, default=9)
     ap.add_argument("--repos", type=int, default=50, help="bench images pushed (GET round robin)")
     ap.add_argument("--cold-tags", type=int, default=20, help="tags GET for the first time on each server")
     ap.add_argument("--seconds", type=int, default=3, help="wrk duration per run")
