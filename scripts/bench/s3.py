@@ -324,12 +324,12 @@ def bench_blob(args, work, mounts, garage, reg, digest, size):
 # nginx on a mount vs the registry on the bucket
 
 
-def first_get(port, path, headers=None):
+def first_get(port, path):
     """Seconds to the whole answer of one GET on a new connection, and the answer."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         t0 = time.perf_counter()
-        c.request("GET", path, headers=headers or {})
+        c.request("GET", path)
         r = c.getresponse()
         body = r.read()
         return time.perf_counter() - t0, (r.status, r.getheader("Docker-Content-Digest"), body)
@@ -375,12 +375,12 @@ def explain_first_get(args, mounts, garage, reg):
         t0 = time.perf_counter()
         client.list_objects(garage.bucket, f"{reg.key_prefix}repositories/{bench_repo(0)}/_manifests/tags/", "/")
         list_rtt.append(time.perf_counter() - t0)
+    by_kind = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()) if n)
     note(f"nginx: on a fresh mount (through a counting proxy: a new connection per request), a tag's first GET "
-         f"through nginx asks the bucket {through_nginx} requests ("
-         + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()) if n) + f"; {nginx_ms:.1f} ms); stat of its folder and read "
-         f"of its schema1 without nginx {direct} requests ({direct_ms:.1f} ms); one small GET from Garage: "
-         f"{statistics.median(rtt) * 1e3:.2f} ms, one LIST of a repository's tags {statistics.median(list_rtt) * 1e3:.2f} ms "
-         f"(medians of 10, a new connection each)")
+         f"through nginx asks the bucket {through_nginx} requests ({by_kind}; {nginx_ms:.1f} ms); stat of its "
+         f"folder and read of its schema1 without nginx {direct} requests ({direct_ms:.1f} ms); one small GET "
+         f"from Garage: {statistics.median(rtt) * 1e3:.2f} ms, one LIST of a repository's tags "
+         f"{statistics.median(list_rtt) * 1e3:.2f} ms (medians of 10, a new connection each)")
 
 
 def bench_nginx(args, work, mounts, garage, reg):
@@ -445,9 +445,10 @@ def bench_nginx(args, work, mounts, garage, reg):
                     busy[(name, who)].append((bench.cpu_seconds(pid) - cpu0[who]) / args.seconds)
         note("nginx: schema1 req/s per round: " + "; ".join(
             f"{name} " + " ".join(fmt(x, 0) for x in runs[name]) for name in ports))
+        server_names = {"mount": "registryfs daemon", "registry": "registry"}
         note("nginx: CPU during the runs (median, % of a core): " + "; ".join(
             f"{name}: Garage {statistics.median(busy[(name, 'garage')]) * 100:.0f}%, "
-            f"{'registryfs daemon' if name == 'mount' else 'registry'} {statistics.median(busy[(name, 'server')]) * 100:.0f}%"
+            f"{server_names[name]} {statistics.median(busy[(name, 'server')]) * 100:.0f}%"
             for name in ports) + f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         ours, peer = statistics.median(runs["mount"]), statistics.median(runs["registry"])
         figure("s3 nginx schema1-by-tag mount/registry-2.8", fmt(ours, 0), fmt(peer, 0) + " registry", "req/s",
