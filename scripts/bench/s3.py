@@ -383,6 +383,49 @@ def explain_first_get(args, mounts, garage, reg):
          f"{statistics.median(list_rtt) * 1e3:.2f} ms (medians of 10, a new connection each)")
 
 
+class WaitSampler:
+    """Samples what nginx's workers wait in (/proc/PID/wchan) every 5 ms while it runs:
+    a worker waiting for a FUSE answer holds up every connection it serves."""
+
+    def __init__(self, master_pid):
+        self.pids = [int(e) for e in os.listdir("/proc") if e.isdigit() and parent_of(int(e)) == master_pid]
+        self.counts = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.wait(0.005):
+            for pid in self.pids:
+                try:
+                    with open(f"/proc/{pid}/wchan") as f:
+                        where = f.read().strip() or "running"
+                except OSError:
+                    continue
+                where = "running" if where == "0" else where
+                self.counts[where] = self.counts.get(where, 0) + 1
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    def summary(self):
+        total = sum(self.counts.values()) or 1
+        top = sorted(self.counts.items(), key=lambda kv: -kv[1])[:4]
+        return ", ".join(f"{where} {n * 100 // total}%" for where, n in top)
+
+
+def parent_of(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def longer_ttl(args, work, mounts, mount_args, garage):
     """For reference: one run on a mount with a tag lifetime of 30 s (a push then takes
     up to that long to show), to see what asking the bucket again every second costs."""
@@ -394,12 +437,14 @@ def longer_ttl(args, work, mounts, mount_args, garage):
                 bench.pin(pid, bench.SERVER_CPUS)
         bench.load(ng.port, "", args.repos, 1, work)  # warm up
         garage0 = bench.cpu_seconds(garage.pid)
-        rate = bench.load(ng.port, "", args.repos, args.seconds, work)
+        with WaitSampler(ng.proc.pid) as waits:
+            rate = bench.load(ng.port, "", args.repos, args.seconds, work)
         busy = (bench.cpu_seconds(garage.pid) - garage0) / args.seconds
     finally:
         ng.stop()
         m.stop()
-    note(f"nginx: for reference, a mount with --tag-ttl 30: {fmt(rate, 0)} req/s, Garage {busy * 100:.0f}% of a core")
+    note(f"nginx: for reference, a mount with --tag-ttl 30: {fmt(rate, 0)} req/s, Garage {busy * 100:.0f}% of a core; "
+         f"its workers: {waits.summary()}")
 
 
 def bench_nginx(args, work, mounts, garage, reg):
@@ -454,12 +499,18 @@ def bench_nginx(args, work, mounts, garage, reg):
         # registryfs daemon, or the registry).
         busy = {(name, who): [] for name in ports for who in ("garage", "server")}
         servers = {"mount": m.proc.pid, "registry": reg.proc.pid}
+        wait_summaries = []
         for r in range(args.nginx_rounds):
             for name, port in ports.items():
                 if name == "registry" and r >= 2:
                     continue  # two runs are plenty to tell 10x
                 cpu0 = {who: bench.cpu_seconds(pid) for who, pid in (("garage", garage.pid), ("server", servers[name]))}
-                runs[name].append(bench.load(port, "", repos, args.seconds, work, allow_errors=name == "registry"))
+                if name == "mount":
+                    with WaitSampler(ng.proc.pid) as waits:
+                        runs[name].append(bench.load(port, "", repos, args.seconds, work))
+                    wait_summaries.append(waits.summary())
+                else:
+                    runs[name].append(bench.load(port, "", repos, args.seconds, work, allow_errors=True))
                 for who, pid in (("garage", garage.pid), ("server", servers[name])):
                     busy[(name, who)].append((bench.cpu_seconds(pid) - cpu0[who]) / args.seconds)
         note("nginx: schema1 req/s per round: " + "; ".join(
@@ -470,6 +521,8 @@ def bench_nginx(args, work, mounts, garage, reg):
             f"{server_names[name]} {statistics.median(busy[(name, 'server')]) * 100:.0f}%"
             for name in ports) + f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         ours, peer = statistics.median(runs["mount"]), statistics.median(runs["registry"])
+        note("nginx: where the workers on the mount were, sampled every 5 ms, per round: "
+             + "; ".join(wait_summaries))
         longer_ttl(args, work, mounts, mount_args, garage)
         figure("s3 nginx schema1-by-tag mount/registry-2.8", fmt(ours, 0), fmt(peer, 0) + " registry", "req/s",
                ours / peer, ">= 10x", ours / peer >= 10)
