@@ -15,4 +15,5 @@ pub mod manifest;
 pub mod namespace;
 pub mod schema1;
 pub mod store;
+pub mod verify;
 pub mod watch;

@@ -86,6 +86,24 @@ enum Command {
     Mount(registryfs::fuse::MountArgs),
     /// Print an nginx or Apache config serving the Registry v2 pull API from a mount
     HttpdConfig(registryfs::httpd::HttpdConfigArgs),
+    /// Check a store: blob data against digests, links, references, schema1 conversion,
+    /// unreferenced blobs. Exit status 0: sound; 1: faults found; 2: could not check
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The registry store (as for `mount`)
+    store: PathBuf,
+    /// Check only these repositories (and the blobs they link or reference); default:
+    /// the whole store, unreferenced blobs included
+    repositories: Vec<String>,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
+    /// Threads hashing blob data (default: CPUs)
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -93,17 +111,29 @@ fn main() -> ExitCode {
     // ls and cat explain failures in their error message; a mount logs what it refuses,
     // and how it follows the store and what it caches for how long.
     let default_level = match cli.command {
-        Command::Ls { .. } | Command::Cat { .. } => "error",
+        Command::Ls { .. } | Command::Cat { .. } | Command::Verify(_) => "error",
         Command::Mount(_) => "warn,registryfs::watch=info,registryfs::fuse::session=info",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .init();
+    if let Command::Verify(args) = &cli.command {
+        return match verify(&cli.options, args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("registryfs: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = match &cli.command {
         Command::Ls { store, path } => ls(&cli.options, store, path.as_deref().unwrap_or("")),
         Command::Cat { store, path } => cat(&cli.options, store, path),
         Command::Keygen { path } => keygen(path),
         Command::Mount(args) => mount(&cli.options, args),
+        // Answered above: its exit status has three values.
+        Command::Verify(_) => Ok(()),
         Command::HttpdConfig(args) => args.render().and_then(|text| {
             std::io::stdout()
                 .write_all(text.as_bytes())
@@ -249,6 +279,52 @@ fn mount(options: &NamespaceOptions, args: &registryfs::fuse::MountArgs) -> Resu
     }
     let ns = namespace(&options, &store, true)?;
     registryfs::fuse::mount(ns, &store, &args.mountpoint, &settings)
+}
+
+/// Prints the report; Ok(whether the store is sound).
+fn verify(options: &NamespaceOptions, args: &VerifyArgs) -> Result<bool> {
+    use std::io::IsTerminal;
+    let ns = namespace(options, &args.store, false)?;
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    });
+    let verify_options = registryfs::verify::Options {
+        repositories: args.repositories.clone(),
+        threads,
+    };
+    let show_progress = std::io::stderr().is_terminal();
+    let mut progress = |p: registryfs::verify::Progress| {
+        if show_progress {
+            eprint!(
+                "\rhashing blobs: {}/{} files, {} of {}  ",
+                p.files_done,
+                p.files,
+                registryfs::verify::human_bytes(p.bytes_done),
+                registryfs::verify::human_bytes(p.bytes)
+            );
+        }
+    };
+    let report = registryfs::verify::verify(
+        &ns,
+        &args.store.display().to_string(),
+        &verify_options,
+        &mut progress,
+    )?;
+    if show_progress {
+        eprintln!();
+    }
+    let text = if args.json {
+        report.json()
+    } else {
+        report.text()
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(Error::io("stdout", e)),
+    }
+    Ok(report.sound)
 }
 
 fn keygen(path: &Path) -> Result<()> {

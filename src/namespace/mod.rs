@@ -189,6 +189,11 @@ impl Namespace {
         self
     }
 
+    /// The store it serves, for a walk of the store itself (`verify`).
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.config
     }
@@ -500,7 +505,7 @@ impl Namespace {
         {
             return Ok(opened);
         }
-        let actual = hash_open_file(&opened, &file.path)?;
+        let actual = crate::digest::sha256_of_file(&opened, &file.path)?;
         if actual != *digest {
             return Err(Error::invalid(
                 &file.path,
@@ -517,30 +522,4 @@ impl Namespace {
     pub fn verify_blob(&self, file: &BlobFile, digest: &Digest) -> Result<()> {
         self.open_blob(file, digest).map(|_| ())
     }
-}
-
-/// sha256 of an open file, read with positioned reads so its offset stays at 0.
-fn hash_open_file(file: &std::fs::File, path: &std::path::Path) -> Result<Digest> {
-    use sha2::{Digest as _, Sha256};
-    use std::os::unix::fs::FileExt;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    loop {
-        let n = match file.read_at(&mut buf, offset) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        offset += n as u64;
-    }
-    Digest::parse(&format!(
-        "sha256:{}",
-        crate::digest::hex(&hasher.finalize())
-    ))
-    .map_err(|e| Error::invalid(path, e))
 }

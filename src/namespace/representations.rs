@@ -182,6 +182,16 @@ impl Namespace {
         Ok(Some(out))
     }
 
+    /// Why `repo:tag` has no `schema1` file, or None when it has one: the same decision
+    /// a lookup makes (`verify` reports it). Not found for an unknown tag.
+    pub fn schema1_refusal(&self, repo: &str, tag: &str) -> Result<Option<String>> {
+        let reference = Reference::Tag(tag.to_string());
+        let reps = self
+            .representations(repo, &reference)?
+            .ok_or_else(|| Error::NotFound(format!("{repo}:{tag}")))?;
+        Ok(reps.no_schema1_because)
+    }
+
     /// The list entry for the configured platform, loaded from the repository; or why
     /// there is none.
     #[allow(clippy::type_complexity)]
