@@ -4,7 +4,7 @@
 # binaries, prepares the stores (a 1 GiB blob under target/bench, 100k generated
 # repositories on /dev/shm, both reused by later runs), and prints one line per figure.
 #
-#   scripts/bench.sh [--only blob,nginx,gen,scale] [--repos N] [--seconds S] ...
+#   scripts/bench.sh [--only blob,nginx,gen,scale,changes,verify] [--repos N] [--seconds S] ...
 #
 # Needs root (drop_caches, mount(2)); about 5 minutes on 2 vCPUs once the stores exist.
 # Options are those of scripts/bench/run.py (--help).
