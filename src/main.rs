@@ -97,6 +97,10 @@ enum Command {
     /// Check a store: blob data against digests, links, references, schema1 conversion,
     /// unreferenced blobs. Exit status 0: sound; 1: faults found; 2: could not check
     Verify(VerifyArgs),
+    /// Write the man pages and shell completions generated from these definitions into
+    /// a folder (for packaging: scripts/build-deb.sh)
+    #[command(hide = true)]
+    GenerateDocs { out_dir: PathBuf },
 }
 
 #[derive(Args)]
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
         Command::Ls { store, path } => ls(&cli.options, store, path.as_deref().unwrap_or("")),
         Command::Cat { store, path } => cat(&cli.options, store, path),
         Command::Keygen { path } => keygen(path),
+        Command::GenerateDocs { out_dir } => generate_docs(out_dir),
         Command::Mount(args) => mount(&cli.options, args),
         // Answered above: its exit status has three values.
         Command::Verify(_) => Ok(()),
@@ -333,6 +338,48 @@ fn verify(options: &NamespaceOptions, args: &VerifyArgs) -> Result<bool> {
         Err(e) => return Err(Error::io("stdout", e)),
     }
     Ok(report.sound)
+}
+
+/// `OUT/man/registryfs.1` and one page per command (`registryfs-mount.1`...);
+/// `OUT/completions/` for bash (`registryfs.bash`), zsh (`_registryfs`) and fish
+/// (`registryfs.fish`).
+fn generate_docs(out_dir: &Path) -> Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let man_dir = out_dir.join("man");
+    let completions_dir = out_dir.join("completions");
+    for dir in [&man_dir, &completions_dir] {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    // The commands an operator sees: completions would offer hidden ones too.
+    let full = Cli::command();
+    let visible = full.get_subcommands().filter(|c| !c.is_hide_set()).cloned();
+    let mut top = clap::Command::new("registryfs")
+        .version(VERSION)
+        .args(full.get_arguments().cloned())
+        .subcommands(visible)
+        .subcommand_required(true);
+    if let Some(about) = full.get_about() {
+        top = top.about(about.clone());
+    }
+    let mut pages = vec![("registryfs".to_string(), top.clone())];
+    for sub in top.get_subcommands() {
+        let name = format!("registryfs-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name)));
+    }
+    for (name, command) in pages {
+        let path = man_dir.join(format!("{name}.1"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command)
+            .render(&mut page)
+            .map_err(|e| Error::io(&path, e))?;
+        std::fs::write(&path, page).map_err(|e| Error::io(&path, e))?;
+    }
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut top.clone(), "registryfs", &completions_dir)
+            .map_err(|e| Error::io(&completions_dir, e))?;
+    }
+    Ok(())
 }
 
 fn keygen(path: &Path) -> Result<()> {
