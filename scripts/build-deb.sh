@@ -43,12 +43,18 @@ commit=$("$binary" --version | sed -n 's/.*(commit \(.*\))$/\1/p')
 # DEP-5; the Rust crates statically linked in (cargo tree: normal dependencies, no
 # build-time proc-macros) are listed with their licenses.
 copyright() {
-    cat <<'HEAD'
+    first_year=$(git log --reverse --format=%cd --date=format:%Y 2>/dev/null | head -n 1)
+    year=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y)
+    years=$year
+    if [ -n "$first_year" ] && [ "$first_year" != "$year" ]; then
+        years="$first_year-$year"
+    fi
+    cat <<HEAD
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: registryfs
 
 Files: *
-Copyright: the registryfs contributors
+Copyright: $years the registryfs contributors
 License: Apache-2.0
  On Debian systems, the complete text of the Apache License, Version 2.0 can be
  found in "/usr/share/common-licenses/Apache-2.0".
