@@ -12,6 +12,7 @@ pub mod gotime;
 pub mod grammar;
 pub mod httpd;
 pub mod manifest;
+pub mod metrics;
 pub mod namespace;
 pub mod schema1;
 pub mod store;

@@ -18,6 +18,7 @@
 
 use super::inodes::InodeTable;
 use crate::error::Result;
+use crate::metrics::{Change, METRICS};
 use crate::namespace::{Namespace, Stale};
 use crate::watch::{self, Mode, StoreChange, Watcher};
 use fuser::{INodeNo, Notifier};
@@ -84,6 +85,13 @@ pub fn follow(
     let sink_ns = ns.clone();
     let sink: watch::Sink = Box::new(move |changes: Vec<StoreChange>| {
         log::debug!("store changes: {changes:?}");
+        for change in &changes {
+            METRICS.store_changes.inc(match change {
+                StoreChange::Repository(_) => Change::Repository,
+                StoreChange::Children(_) => Change::Children,
+                StoreChange::Everything => Change::Everything,
+            });
+        }
         epoch.advance();
         let stale = sink_ns.store_changed(&changes);
         if let Some(notifier) = sink_notifier.get() {

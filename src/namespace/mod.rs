@@ -19,6 +19,7 @@ mod representations;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{ManifestKind, PlatformChoice};
+use crate::metrics::{CacheResult, METRICS};
 use crate::schema1::{SigningKey, EMPTY_LAYER_DIGEST, EMPTY_LAYER_TAR};
 use crate::store::{BlobFile, Folder, Store};
 use lru::LruCache;
@@ -153,7 +154,7 @@ struct FileIdentity {
 }
 
 /// A generated schema1 document, or why there is none (cached either way).
-type Schema1Result = std::result::Result<representations::Schema1Doc, String>;
+type Schema1Result = std::result::Result<representations::Schema1Doc, representations::Refused>;
 
 /// The empty-layer tar is served from memory where the store has no data for it; its
 /// bytes never change, so its time is fixed too.
@@ -503,8 +504,11 @@ impl Namespace {
             .map(|mut c| c.get(&identity) == Some(digest))
             .unwrap_or(false)
         {
+            METRICS.blob_check_cache.inc(CacheResult::Hit);
             return Ok(opened);
         }
+        METRICS.blob_check_cache.inc(CacheResult::Miss);
+        METRICS.blob_hashed_bytes.add(meta.len());
         let actual = crate::digest::sha256_of_file(&opened, &file.path)?;
         if actual != *digest {
             return Err(Error::invalid(
