@@ -10,11 +10,14 @@
 #   nginx-light, apache2, wrk, curl    serving a mount over HTTP and load-testing it
 #   libnginx-mod-http-js               njs, so nginx 1.22 sees every Accept line (tests/httpd)
 #   jq, python3                        test scripts (the oracle is stdlib-only Python)
+#   dpkg-dev, binutils, lintian, man-db, systemd
+#                                      build the .deb (dpkg-shlibdeps, strip), check it
+#                                      (lintian, man, systemd-analyze verify): tests/package
 #
 # Works as root; otherwise uses sudo when available.
 set -eu
 
-PACKAGES="docker-registry skopeo golang-go golang-github-docker-libtrust-dev fuse3 nginx-light libnginx-mod-http-js apache2 wrk curl jq python3 ca-certificates"
+PACKAGES="docker-registry skopeo golang-go golang-github-docker-libtrust-dev fuse3 nginx-light libnginx-mod-http-js apache2 wrk curl jq python3 ca-certificates dpkg-dev binutils lintian man-db systemd"
 
 missing=""
 for p in $PACKAGES; do

@@ -133,6 +133,33 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// sha256 of an open file, read with positioned reads so its offset stays at 0; `path`
+/// names it in errors.
+pub fn sha256_of_file(
+    file: &std::fs::File,
+    path: &std::path::Path,
+) -> crate::error::Result<Digest> {
+    use crate::error::Error;
+    use std::os::unix::fs::FileExt;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    loop {
+        let n = match file.read_at(&mut buf, offset) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    Digest::parse(&format!("sha256:{}", hex(&hasher.finalize())))
+        .map_err(|e| Error::invalid(path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

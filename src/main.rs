@@ -12,10 +12,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// `registryfs --version`: the package version and the git commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("REGISTRYFS_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "registryfs",
-    version,
+    version = VERSION,
     about = "A container registry's store as plain files, schema1 included"
 )]
 struct Cli {
@@ -105,6 +113,28 @@ enum Command {
     Mount(registryfs::fuse::MountArgs),
     /// Print an nginx or Apache config serving the Registry v2 pull API from a mount
     HttpdConfig(registryfs::httpd::HttpdConfigArgs),
+    /// Check a store: blob data against digests, links, references, schema1 conversion,
+    /// unreferenced blobs. Exit status 0: sound; 1: faults found; 2: could not check
+    Verify(VerifyArgs),
+    /// Write the man pages and shell completions generated from these definitions into
+    /// a folder (for packaging: scripts/build-deb.sh)
+    #[command(hide = true)]
+    GenerateDocs { out_dir: PathBuf },
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The registry store (as for `mount`)
+    store: PathBuf,
+    /// Check only these repositories (and the blobs they link or reference); default:
+    /// the whole store, unreferenced blobs included
+    repositories: Vec<String>,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
+    /// Threads hashing blob data (default: CPUs)
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -112,17 +142,30 @@ fn main() -> ExitCode {
     // ls and cat explain failures in their error message; a mount logs what it refuses,
     // and how it follows the store and what it caches for how long.
     let default_level = match cli.command {
-        Command::Ls { .. } | Command::Cat { .. } => "error",
+        Command::Ls { .. } | Command::Cat { .. } | Command::Verify(_) => "error",
         Command::Mount(_) => "warn,registryfs::watch=info,registryfs::fuse::session=info",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .init();
+    if let Command::Verify(args) = &cli.command {
+        return match verify(&cli.options, args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("registryfs: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = match &cli.command {
         Command::Ls { store, path } => ls(&cli.options, store, path.as_deref().unwrap_or("")),
         Command::Cat { store, path } => cat(&cli.options, store, path),
         Command::Keygen { path } => keygen(path),
+        Command::GenerateDocs { out_dir } => generate_docs(out_dir),
         Command::Mount(args) => mount(&cli.options, args),
+        // Answered above: its exit status has three values.
+        Command::Verify(_) => Ok(()),
         Command::HttpdConfig(args) => args.render().and_then(|text| {
             std::io::stdout()
                 .write_all(text.as_bytes())
@@ -332,6 +375,94 @@ fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
         t if t.is_zero() => Err("a timeout must be more than 0 seconds".to_string()),
         t => Ok(t),
     }
+}
+
+/// Prints the report; Ok(whether the store is sound).
+fn verify(options: &NamespaceOptions, args: &VerifyArgs) -> Result<bool> {
+    use std::io::IsTerminal;
+    let ns = namespace(options, &args.store, false, Duration::ZERO)?;
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    });
+    let verify_options = registryfs::verify::Options {
+        repositories: args.repositories.clone(),
+        threads,
+    };
+    let show_progress = std::io::stderr().is_terminal();
+    let mut progress = |p: registryfs::verify::Progress| {
+        if show_progress {
+            eprint!(
+                "\rhashing blobs: {}/{} files, {} of {}  ",
+                p.files_done,
+                p.files,
+                registryfs::verify::human_bytes(p.bytes_done),
+                registryfs::verify::human_bytes(p.bytes)
+            );
+        }
+    };
+    let report = registryfs::verify::verify(
+        &ns,
+        &args.store.display().to_string(),
+        &verify_options,
+        &mut progress,
+    )?;
+    if show_progress {
+        eprintln!();
+    }
+    let text = if args.json {
+        report.json()
+    } else {
+        report.text()
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(Error::io("stdout", e)),
+    }
+    Ok(report.sound)
+}
+
+/// `OUT/man/registryfs.1` and one page per command (`registryfs-mount.1`...);
+/// `OUT/completions/` for bash (`registryfs.bash`), zsh (`_registryfs`) and fish
+/// (`registryfs.fish`).
+fn generate_docs(out_dir: &Path) -> Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let man_dir = out_dir.join("man");
+    let completions_dir = out_dir.join("completions");
+    for dir in [&man_dir, &completions_dir] {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    // The commands an operator sees: completions would offer hidden ones too.
+    let full = Cli::command();
+    let visible = full.get_subcommands().filter(|c| !c.is_hide_set()).cloned();
+    let mut top = clap::Command::new("registryfs")
+        .version(VERSION)
+        .args(full.get_arguments().cloned())
+        .subcommands(visible)
+        .subcommand_required(true);
+    if let Some(about) = full.get_about() {
+        top = top.about(about.clone());
+    }
+    let mut pages = vec![("registryfs".to_string(), top.clone())];
+    for sub in top.get_subcommands() {
+        let name = format!("registryfs-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name)));
+    }
+    for (name, command) in pages {
+        let path = man_dir.join(format!("{name}.1"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command)
+            .render(&mut page)
+            .map_err(|e| Error::io(&path, e))?;
+        std::fs::write(&path, page).map_err(|e| Error::io(&path, e))?;
+    }
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut top.clone(), "registryfs", &completions_dir)
+            .map_err(|e| Error::io(&completions_dir, e))?;
+    }
+    Ok(())
 }
 
 fn keygen(path: &Path) -> Result<()> {

@@ -10,6 +10,7 @@ use registryfs::error::Error;
 use registryfs::manifest::{self, ManifestKind};
 use registryfs::namespace::{Content, Location, Namespace, Node, Reference};
 use registryfs::store::{self, OpenOptions, Store};
+use registryfs::verify::{self, Problem, Report};
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -207,6 +208,59 @@ fn assert_good_serves(store: &Arc<dyn Store>, ns: &Namespace, good: &[String]) {
     }
 }
 
+/// A finding `verify` must report: of `problem`, in repository `repo` ("": the store's
+/// blobs), its subject or detail mentioning each of `needles`.
+struct Expected {
+    problem: Problem,
+    repo: &'static str,
+    needles: Vec<String>,
+}
+
+fn expect(problem: Problem, repo: &'static str, needles: &[&str]) -> Expected {
+    Expected {
+        problem,
+        repo,
+        needles: needles.iter().map(|n| n.to_string()).collect(),
+    }
+}
+
+/// `registryfs verify` on the store reports each expected finding; the healthy `good`
+/// repository has none; the verdict follows the faults.
+fn assert_verify_finds(root: &Path, expected: &[Expected]) -> Report {
+    let (_, ns) = open(root);
+    let options = verify::Options {
+        repositories: Vec::new(),
+        threads: 2,
+    };
+    let report = verify::verify(&ns, "store", &options, &mut |_| {}).expect("verify runs");
+    let text = report.text();
+    for Expected {
+        problem,
+        repo,
+        needles,
+    } in expected
+    {
+        assert!(
+            report.findings.iter().any(|f| f.problem == *problem
+                && f.repository.as_deref().unwrap_or("") == *repo
+                && needles
+                    .iter()
+                    .all(|n| f.subject.contains(n.as_str()) || f.detail.contains(n.as_str()))),
+            "no {problem:?} in {repo} mentioning {needles:?}:\n{text}"
+        );
+    }
+    assert!(
+        !report
+            .findings
+            .iter()
+            .any(|f| f.repository.as_deref() == Some("good")),
+        "{text}"
+    );
+    let faults = expected.iter().any(|e| e.problem.is_fault());
+    assert_eq!(report.sound, !faults, "{text}");
+    report
+}
+
 fn manifest_json(config: &Digest, layers: &[&Digest]) -> String {
     let layers: Vec<String> = layers
         .iter()
@@ -291,6 +345,15 @@ fn bad_manifest_documents() {
         assert_mentions(&e, &[&data, reason]);
     }
     assert_good_serves(&store, &ns, &good);
+    let expected: Vec<Expected> = cases
+        .iter()
+        .zip(&digests)
+        .map(|((_, _, reason), d)| {
+            let data = format!("{}/data", d.encoded());
+            expect(Problem::InvalidContent, "bad", &[&data, reason])
+        })
+        .collect();
+    assert_verify_finds(s.root(), &expected);
 }
 
 #[test]
@@ -345,6 +408,21 @@ fn bad_configs_refuse_schema1_naming_the_config() {
         ],
     );
     assert_good_serves(&store, &ns, &good);
+    let mut expected: Vec<Expected> = tags
+        .iter()
+        .map(|(tag, c)| {
+            let data = format!("{}/data", c.encoded());
+            expect(Problem::NoSchema1, "bad", &[&format!("tag {tag}"), &data])
+        })
+        .collect();
+    expected.push(expect(
+        Problem::MissingReference,
+        "bad",
+        &[&format!("names blob {unlinked}, which is not in bad")],
+    ));
+    let link = format!("_layers/sha256/{}/link", gone.encoded());
+    expected.push(expect(Problem::DanglingLink, "bad", &[&link, "missing"]));
+    assert_verify_finds(s.root(), &expected);
 }
 
 #[test]
@@ -378,6 +456,26 @@ fn list_whose_platform_manifest_is_missing() {
     let e = err(&ns, "bad/manifests/list2/schema1");
     assert_mentions(&e, &[&format!("{}/data", half.encoded()), "missing"]);
     assert_good_serves(&store, &ns, &good);
+    let revision = format!("revisions/sha256/{}/link", half.encoded());
+    assert_verify_finds(
+        s.root(),
+        &[
+            expect(
+                Problem::MissingReference,
+                "bad",
+                &[
+                    &format!("manifest {l}"),
+                    &format!("child manifest {absent}"),
+                ],
+            ),
+            expect(Problem::DanglingLink, "bad", &[&revision, "missing"]),
+            expect(
+                Problem::NoSchema1,
+                "bad",
+                &["tag list", "linux/amd64 entry"],
+            ),
+        ],
+    );
 }
 
 #[test]
@@ -450,6 +548,23 @@ fn deep_nesting_is_handled_without_stack_overflow() {
     );
     let (store, ns) = open(s.root());
     assert_good_serves(&store, &ns, &good);
+    let config_data = format!("{}/data", c10001.encoded());
+    let manifest_data = format!("{}/data", m10001.encoded());
+    assert_verify_finds(
+        s.root(),
+        &[
+            expect(
+                Problem::NoSchema1,
+                "deep",
+                &["tag config10001", &config_data, "exceeded max depth"],
+            ),
+            expect(
+                Problem::InvalidContent,
+                "deep",
+                &[&manifest_data, "exceeded max depth"],
+            ),
+        ],
+    );
 }
 
 #[test]
@@ -644,6 +759,29 @@ fn bad_link_files() {
     served(&ns, "bad/manifests/base/schema1").expect("base serves");
     assert!(!names(&ns, "bad/blobs").contains(&layer.to_string()));
     assert_good_serves(&store, &ns, &good);
+    let mut expected: Vec<Expected> = cases
+        .iter()
+        .map(|(tag, _, reason)| {
+            let link = format!("tags/{tag}/current/link");
+            expect(Problem::InvalidContent, "bad", &[&link, reason])
+        })
+        .collect();
+    let revision = format!("revisions/sha256/{}/link", gone.encoded());
+    expected.extend([
+        expect(Problem::DanglingLink, "bad", &["tag dangling", &revision]),
+        expect(Problem::DanglingLink, "bad", &["tags/nolink/current/link"]),
+        expect(
+            Problem::InvalidContent,
+            "bad",
+            &[&format!("manifest {alias}"), &format!("link names {m}")],
+        ),
+        expect(
+            Problem::InvalidContent,
+            "bad",
+            &[&format!("blob {layer}"), &format!("link names {other}")],
+        ),
+    ]);
+    assert_verify_finds(s.root(), &expected);
 }
 
 // ---------------------------------------------------------------------------------
@@ -694,6 +832,21 @@ fn escaping_symlinks_are_refused_everywhere() {
     assert_eq!(names(&ns, ""), ["alias", "bad", "good"]);
     served(&ns, "alias/manifests/t/schema1").expect("an inside symlink is followed");
     assert_good_serves(&store, &ns, &good);
+    assert_verify_finds(
+        s.root(),
+        &[
+            expect(
+                Problem::InvalidContent,
+                "bad",
+                &[&format!("manifest {m}"), "outside the store"],
+            ),
+            expect(
+                Problem::InvalidContent,
+                "bad",
+                &["tags/link/current/link", "outside the store"],
+            ),
+        ],
+    );
 }
 
 #[test]
@@ -979,6 +1132,21 @@ fn oci_layout_bad_ref_names_and_missing_blobs() {
     let (ok, _) = walk(&store, &ns);
     assert!(ok.contains("img/manifests/v1/schema2"));
     assert!(!ok.iter().any(|p| p.contains("gone")), "{ok:?}");
+    assert_verify_finds(
+        &l.root,
+        &[
+            expect(
+                Problem::MissingReference,
+                "img",
+                &[&format!("names blob {absent}, which is not in img")],
+            ),
+            expect(
+                Problem::DanglingLink,
+                "img",
+                &[&format!("manifest {no_manifest}"), "missing"],
+            ),
+        ],
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -1038,4 +1206,78 @@ fn cli_reports_one_line_naming_the_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.stderr.is_empty());
+}
+
+// ---------------------------------------------------------------------------------
+// `registryfs verify` beyond the cases above.
+
+#[test]
+fn verify_finds_bad_blob_data_and_unreferenced_blobs() {
+    let s = StoreBuilder::new();
+    good_repo(&s);
+    s.image("bad", "t", &config(1), &[b"layer"], LAYER);
+    let layer = Digest::of(b"layer");
+    std::fs::write(s.blob_path(&layer), b"LAYER").expect("corrupt");
+    let stray = s.blob(b"nobody links me");
+    let report = assert_verify_finds(
+        s.root(),
+        &[
+            expect(
+                Problem::BadBlob,
+                "",
+                &[&format!("blob {layer}"), "data hashes to"],
+            ),
+            expect(Problem::Unreferenced, "", &[&format!("blob {stray}")]),
+        ],
+    );
+    assert_eq!(report.totals.unreferenced.count, 1, "{}", report.text());
+    assert_eq!(report.totals.unreferenced.bytes, 15);
+    assert_eq!(report.totals.repositories, 2);
+    assert_eq!(report.totals.tags, 3);
+}
+
+#[test]
+fn verify_cli_exit_status_and_json() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_registryfs"))
+            .arg("verify")
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("runs")
+    };
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/store");
+    let out = run(&[sample]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.ends_with(&format!("{sample}: sound\n")), "{stdout}");
+    // Not a terminal: no progress on stderr.
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["--json", sample]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["sound"], true);
+    assert!(report["totals"]["blobs"]["count"].as_u64() > Some(0));
+
+    let s = StoreBuilder::new();
+    good_repo(&s);
+    let d = s.image("bad", "t", &config(1), &[b"x"], LAYER);
+    std::fs::remove_file(s.blob_path(&d)).expect("rm");
+    let store = s.root().to_str().expect("UTF-8 path");
+    let out = run(&["--json", store]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["sound"], false);
+    assert_eq!(report["counts"]["dangling-link"], 2, "revision and tag");
+    // Only the healthy repository: sound.
+    assert_eq!(run(&[store, "good"]).status.code(), Some(0));
+    let out = run(&[store, "nosuch"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_mentions(
+        &String::from_utf8_lossy(&out.stderr),
+        &["nosuch", "no such repository"],
+    );
 }

@@ -887,6 +887,90 @@ fn a_corrupt_blob_gives_eio_and_everything_else_still_serves() {
     );
 }
 
+/// `name` (with its labels) in a Prometheus text answer.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse::<f64>()
+        .unwrap_or_else(|e| panic!("{name}: {e}")) as u64
+}
+
+#[test]
+fn metrics_count_what_the_mount_serves() {
+    require_fuse!();
+    let w = Watchdog::new();
+    let fx = Fixture::new();
+    let good = json_layers(&fx.cat(&format!("{HELLO}/manifests/latest/schema2")))[0].clone();
+    let bad = json_layers(&fx.cat("demo/multi/manifests/latest/schema2"))[0].clone();
+    let mut bytes = fs::read(fx.blob_file(&bad)).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(fx.blob_file(&bad), bytes).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let m = Mount::start(
+        &w,
+        &fx,
+        &["--no-passthrough", "--metrics-listen", &listen],
+        "mount.log",
+    );
+    let schema1 = fs::read(m.mnt.join(format!("{HELLO}/manifests/latest/schema1"))).unwrap();
+    assert_eq!(
+        schema1,
+        fx.cat(&format!("{HELLO}/manifests/latest/schema1"))
+    );
+    let good_len = fs::read(m.mnt.join(format!("{HELLO}/blobs/{good}")))
+        .unwrap()
+        .len() as u64;
+    assert_eq!(
+        errno(fs::read(m.mnt.join(format!("demo/multi/blobs/{bad}")))),
+        Some(libc::EIO)
+    );
+    assert!(fs::metadata(m.mnt.join(format!("{HELLO}/manifests/nosuchtag"))).is_err());
+
+    let scrape = || {
+        use std::io::Read;
+        let mut conn = std::net::TcpStream::connect(&listen).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        answer
+    };
+    let text = scrape();
+    assert!(metric(&text, "registryfs_lookups_total{result=\"file\"}") >= 3);
+    assert!(metric(&text, "registryfs_lookups_total{result=\"folder\"}") >= 4);
+    assert!(metric(&text, "registryfs_lookups_total{result=\"not_found\"}") >= 1);
+    assert!(metric(&text, "registryfs_schema1_generation_seconds_count") >= 1);
+    assert!(metric(&text, "registryfs_schema1_cache_total{result=\"miss\"}") >= 1);
+    assert!(metric(&text, "registryfs_opens_total{kind=\"document\"}") >= 1);
+    assert!(metric(&text, "registryfs_opens_total{kind=\"blob_daemon\"}") >= 1);
+    assert_eq!(
+        metric(&text, "registryfs_opens_total{kind=\"blob_passthrough\"}"),
+        0
+    );
+    assert!(metric(&text, "registryfs_read_bytes_total{source=\"blob\"}") >= good_len);
+    assert!(
+        metric(&text, "registryfs_read_bytes_total{source=\"document\"}") >= schema1.len() as u64
+    );
+    assert!(metric(&text, "registryfs_blob_hashed_bytes_total") >= good_len);
+    assert!(
+        metric(
+            &text,
+            "registryfs_store_errors_total{kind=\"invalid_content\"}"
+        ) >= 1
+    );
+    // Counters only grow.
+    fs::read(m.mnt.join(format!("{HELLO}/tags/list"))).unwrap();
+    let later = scrape();
+    let name = "registryfs_lookups_total{result=\"file\"}";
+    assert!(metric(&later, name) >= metric(&text, name));
+}
+
 #[test]
 fn sigterm_unmounts_and_exits_0() {
     require_fuse!();

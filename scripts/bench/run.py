@@ -2,7 +2,7 @@
 """registryfs benchmarks against the real peers, in one run (scripts/bench.sh).
 
     python3 scripts/bench/run.py --registryfs target/release/registryfs \
-        --example target/release/examples/schema1_generation [--only blob,nginx,gen,scale,changes]
+        --example target/release/examples/schema1_generation [--only blob,nginx,gen,scale,changes,verify]
 
 Prints one line per figure: `FIGURE <name>: <ratio> (<ours> vs <peer>) target <t>: met|MISSED`,
 preceded by `#` lines saying what was measured. Sections (docs/performance.md):
@@ -21,7 +21,9 @@ preceded by `#` lines saying what was measured. Sections (docs/performance.md):
          over the store itself;
   changes  how soon a tag move (PUT through registry 2.8.2) shows through a mount
          (content, tag folder mtime; p50/p99) vs the registry's next GET, and the
-         daemon's idle CPU at 100k repositories vs the registry's (scripts/bench/changes.py).
+         daemon's idle CPU at 100k repositories vs the registry's (scripts/bench/changes.py);
+  verify `registryfs verify` over a 1 GiB store vs sha256sum over the same blob files,
+         one process and one per CPU (scripts/bench/verify.py).
 
 Everything started here binds to 127.0.0.1 and is stopped by PID in a finally block
 (also on SIGTERM/SIGINT/SIGHUP and the --timeout alarm); every mount is unmounted.
@@ -53,6 +55,7 @@ from registry import SIGNING_KEY_JWK, Registry  # noqa: E402
 from servers import Nginx, ServerError, stop_process, tail  # noqa: E402
 
 from changes import bench_changes  # noqa: E402
+from verify import bench_verify  # noqa: E402
 
 MT_SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
 MT_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+prettyjws"
@@ -713,7 +716,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--registryfs", required=True)
     ap.add_argument("--example", required=True, help="target/release/examples/schema1_generation")
-    ap.add_argument("--only", default="blob,nginx,gen,scale,changes")
+    ap.add_argument("--only", default="blob,nginx,gen,scale,changes,verify")
     ap.add_argument("--repos", type=int, default=100000, help="repositories in the generated store")
     ap.add_argument("--nginx-repos", type=int, default=200)
     ap.add_argument("--oci-repos", type=int, default=10000, help="repositories in the OCI layout walked")
@@ -765,6 +768,8 @@ def main(argv=None):
             bench_scale(args, work, store)
         if "changes" in sections:
             bench_changes(args, work, store, sys.modules[__name__])
+        if "verify" in sections:
+            bench_verify(args, work, sys.modules[__name__])
         if "blob" in sections:
             bench_blob(args, work)
     except KeyboardInterrupt as e:

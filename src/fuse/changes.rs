@@ -18,6 +18,7 @@
 
 use super::inodes::InodeTable;
 use crate::error::Result;
+use crate::metrics::{Change, METRICS};
 use crate::namespace::{Namespace, Stale};
 use crate::watch::{self, Mode, StoreChange, Watcher};
 use fuser::{INodeNo, Notifier};
@@ -84,6 +85,13 @@ pub fn follow(
     let sink_ns = ns.clone();
     let sink: watch::Sink = Box::new(move |changes: Vec<StoreChange>| {
         log::debug!("store changes: {changes:?}");
+        for change in &changes {
+            METRICS.store_changes.inc(match change {
+                StoreChange::Repository(_) => Change::Repository,
+                StoreChange::Children(_) => Change::Children,
+                StoreChange::Everything => Change::Everything,
+            });
+        }
         // Forgotten before the epoch moves: a lookup that read a kept answer and ends
         // after the epoch moved is not cached by the kernel (see `store::memo`).
         sink_ns.forget_store_reads();

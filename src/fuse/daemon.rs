@@ -7,6 +7,9 @@
 //! status. The child starts a new session (no controlling terminal, so no SIGHUP or
 //! terminal Ctrl-C), moves to "/" so it pins no folder, and points stdin/stdout at
 //! /dev/null; stderr stays, as the log (the journal, when systemd runs mount).
+//!
+//! Under systemd (`registryfs@.service`, `Type=notify`) the mount runs in the
+//! foreground and readiness is the same moment, reported with sd_notify.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -21,8 +24,12 @@ impl Ready {
         Ready(None)
     }
 
-    /// The mount is up: release the parent.
+    /// The mount is up: tell systemd (a `Type=notify` unit: `READY=1` to
+    /// `$NOTIFY_SOCKET`, when set) and release the parent.
     pub fn ok(self) {
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            log::warn!("cannot tell systemd the mount is ready ($NOTIFY_SOCKET): {e}");
+        }
         if let Some(mut pipe) = self.0 {
             let _ = pipe.write_all(b"ok");
             drop(pipe);

@@ -10,6 +10,7 @@ use super::inodes::{Inode, InodeKind, InodeTable, Source, Version, ROOT_INO};
 use super::listings::{Listings, LISTING_CACHE_BYTES};
 use crate::cache::ByteLru;
 use crate::error::Error;
+use crate::metrics::{self, CacheResult, Found, Opened, ReadFrom, METRICS};
 use crate::namespace::{child_path, Content, DirEntry, Namespace, Node, TimedNode};
 use crate::store::{BlobReader, BlobStream};
 use fuser::{
@@ -196,6 +197,15 @@ impl RegistryFs {
             let timed = self.ns.lookup_place(&place, &path)?;
             Ok((timed, place.is_immutable()))
         });
+        METRICS.lookups.inc(match &found {
+            Ok((timed, _)) => match timed.node {
+                Node::Dir => Found::Folder,
+                Node::File(_) => Found::File,
+                Node::Link(_) => Found::Link,
+            },
+            Err(e) if e.is_not_found() => Found::NotFound,
+            Err(_) => Found::Error,
+        });
         let (TimedNode { node, mtime }, immutable) = match found {
             Ok(found) => found,
             Err(e) if e.is_not_found() => return Ok(None),
@@ -275,6 +285,7 @@ impl RegistryFs {
             }
             Err(e) => {
                 warn!("{path}: {e}");
+                metrics::store_error(&e);
                 return reply.error(Errno::EIO);
             }
         };
@@ -311,6 +322,11 @@ impl RegistryFs {
             },
             mode: Mutex::new(mode),
         });
+        let opened_as = match backing {
+            Some(_) => Opened::BlobPassthrough,
+            None => Opened::BlobDaemon,
+        };
+        METRICS.opens.inc(opened_as);
         match backing {
             Some(b) => {
                 debug!("open {path} fh={fh}: passthrough");
@@ -410,7 +426,7 @@ fn slice_at(bytes: &[u8], offset: u64, size: u32) -> &[u8] {
 }
 
 /// ENOENT for "not there"; anything else is the store's fault: EIO, logged with the
-/// message (it names the bad file).
+/// message (it names the bad file) and counted.
 fn errno_for(e: &Error, what: &str) -> Errno {
     if e.is_not_found() {
         Errno::ENOENT
@@ -418,6 +434,7 @@ fn errno_for(e: &Error, what: &str) -> Errno {
         // The mount's root is "" in the namespace.
         let what = if what.is_empty() { "/" } else { what };
         warn!("{what}: {e}");
+        metrics::store_error(e);
         Errno::EIO
     }
 }
@@ -531,7 +548,12 @@ impl Filesystem for RegistryFs {
             } => {
                 // The bytes this inode stands for: recent ones from the cache, else made
                 // again (and checked to be the same).
-                let bytes = match self.content.get(inode.ino, version) {
+                let kept = self.content.get(inode.ino, version);
+                METRICS.content_cache.inc(match kept {
+                    Some(_) => CacheResult::Hit,
+                    None => CacheResult::Miss,
+                });
+                let bytes = match kept {
                     Some(bytes) => bytes,
                     None => match self.current_content(&path, inode.kind) {
                         Ok(Content::Bytes(bytes)) => {
@@ -547,6 +569,7 @@ impl Filesystem for RegistryFs {
                     data: FileData::Bytes(bytes),
                     mode: Mutex::new(None),
                 });
+                METRICS.opens.inc(Opened::Document);
                 reply.opened(
                     FileHandle(fh),
                     FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
@@ -585,14 +608,23 @@ impl Filesystem for RegistryFs {
             return reply.error(Errno::EBADF);
         };
         match &handle.data {
-            FileData::Bytes(bytes) => reply.data(slice_at(bytes, offset, size)),
+            FileData::Bytes(bytes) => {
+                let slice = slice_at(bytes, offset, size);
+                METRICS
+                    .read_bytes
+                    .add(ReadFrom::Document, slice.len() as u64);
+                reply.data(slice)
+            }
             FileData::Blob { file, len, path } => {
                 debug!(
                     "daemon read ino={} fh={} offset={offset} size={size}",
                     handle.ino, fh.0
                 );
                 match read_file_at(file, *len, offset, size) {
-                    Ok(buf) => reply.data(&buf),
+                    Ok(buf) => {
+                        METRICS.read_bytes.add(ReadFrom::Blob, buf.len() as u64);
+                        reply.data(&buf)
+                    }
                     Err(e) => {
                         warn!("{}: {e}", path.display());
                         reply.error(Errno::EIO)

@@ -53,6 +53,10 @@ pub struct MountArgs {
     /// the log)
     #[arg(long)]
     pub daemon: bool,
+    /// Serve Prometheus metrics at http://ADDRESS:PORT/metrics (no authentication: keep
+    /// it local, e.g. 127.0.0.1:9464)
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Mount options, comma-separated (as in fstab); see `mount.fuse.registryfs`
     #[arg(short = 'o', value_name = "OPT[,OPT...]")]
     pub options: Vec<String>,
@@ -77,6 +81,8 @@ pub struct MountSettings {
     pub passthrough: bool,
     pub threads: usize,
     pub daemon: bool,
+    /// Where to serve metrics, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Namespace settings given as `-o` options; the command line applies them over its
@@ -102,6 +108,7 @@ impl MountArgs {
             passthrough: !self.no_passthrough,
             threads: self.threads.unwrap_or_else(default_threads),
             daemon: self.daemon,
+            metrics_listen: self.metrics_listen,
         };
         let mut allow_other = self.allow_other;
         let mut allow_root = self.allow_root;
@@ -122,6 +129,7 @@ impl MountArgs {
                     MountOption::AllowForeignLayers => ns.allow_foreign_layers = true,
                     MountOption::OciRepo(name) => ns.oci_repo = Some(name),
                     MountOption::Schema1CacheMib(n) => ns.schema1_cache_mib = Some(n),
+                    MountOption::MetricsListen(addr) => settings.metrics_listen = Some(addr),
                 }
             }
         }
@@ -158,6 +166,7 @@ enum MountOption {
     AllowForeignLayers,
     OciRepo(String),
     Schema1CacheMib(usize),
+    MetricsListen(std::net::SocketAddr),
 }
 
 /// Options mount(8) and libmount may pass to a helper, and FUSE options that describe
@@ -251,6 +260,10 @@ fn parse_option(option: &str) -> Result<MountOption, String> {
             .map(MountOption::Platform)
             .map_err(bad),
         "oci_repo" => Ok(MountOption::OciRepo(need(value)?)),
+        "metrics_listen" => need(value)?
+            .parse::<std::net::SocketAddr>()
+            .map(MountOption::MetricsListen)
+            .map_err(|e| bad(e.to_string())),
         "schema1_cache_mib" => need(value)?
             .parse::<usize>()
             .map(MountOption::Schema1CacheMib)
@@ -396,6 +409,18 @@ mod tests {
                 schema1_cache_mib: Some(16),
             }
         );
+    }
+
+    #[test]
+    fn metrics_listen_as_flag_or_option() {
+        let (s, _) = resolve(&[]).unwrap();
+        assert_eq!(s.metrics_listen, None, "off unless asked for");
+        let (s, _) = resolve(&["--metrics-listen", "127.0.0.1:9464"]).unwrap();
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let (s, _) = resolve(&["-o", "metrics_listen=[::1]:9000"]).unwrap();
+        assert_eq!(s.metrics_listen, Some("[::1]:9000".parse().unwrap()));
+        let e = resolve(&["-o", "metrics_listen=localhost"]).unwrap_err();
+        assert!(e.contains("metrics_listen=localhost"), "{e}");
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub fn serve(
     settings: &MountSettings,
     ready: Ready,
 ) -> Result<()> {
-    match mount(ns, store, mountpoint, settings) {
+    match serve_metrics(settings).and_then(|()| mount(ns, store, mountpoint, settings)) {
         Ok(mounted) => {
             ready.ok();
             run(mounted)
@@ -60,6 +60,16 @@ pub fn serve(
             Err(e)
         }
     }
+}
+
+/// `--metrics-listen`: bound before mounting, so a taken port fails the mount.
+fn serve_metrics(settings: &MountSettings) -> Result<()> {
+    if let Some(addr) = settings.metrics_listen {
+        let bound = crate::metrics::http::serve(addr)
+            .map_err(|e| Error::Usage(format!("--metrics-listen {addr}: {e}")))?;
+        info!("serving metrics at http://{bound}/metrics");
+    }
+    Ok(())
 }
 
 struct Mounted {

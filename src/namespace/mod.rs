@@ -20,6 +20,7 @@ use crate::cache::ByteLru;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{ManifestKind, PlatformChoice};
+use crate::metrics::{CacheResult, METRICS};
 use crate::schema1::{SigningKey, EMPTY_LAYER_DIGEST, EMPTY_LAYER_TAR};
 use crate::store::{BlobFile, BlobReader, FileIdentity, Folder, Store};
 use std::sync::Arc;
@@ -142,7 +143,7 @@ pub struct DirEntry {
 }
 
 /// A generated schema1 document, or why there is none (cached either way).
-type Schema1Result = std::result::Result<representations::Schema1Doc, String>;
+type Schema1Result = std::result::Result<representations::Schema1Doc, representations::Refused>;
 
 /// The empty-layer tar is served from memory where the store has no data for it; its
 /// bytes never change, so its time is fixed too.
@@ -190,6 +191,11 @@ impl Namespace {
     /// Bytes held by the generated schema1 documents kept.
     pub fn schema1_cache_bytes(&self) -> usize {
         self.schema1_cache.bytes()
+    }
+
+    /// The store it serves, for a walk of the store itself (`verify`).
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
     }
 
     pub fn settings(&self) -> &Settings {
@@ -507,9 +513,12 @@ impl Namespace {
             ));
         }
         if self.verified_blobs.get(&identity).as_ref() == Some(digest) {
+            METRICS.blob_check_cache.inc(CacheResult::Hit);
             return Ok(opened);
         }
-        let actual = hash_open_file(&opened, &file.path)?;
+        METRICS.blob_check_cache.inc(CacheResult::Miss);
+        METRICS.blob_hashed_bytes.add(meta.len());
+        let actual = crate::digest::sha256_of_file(&opened, &file.path)?;
         if actual != *digest {
             return Err(Error::invalid(
                 &file.path,
@@ -530,30 +539,4 @@ impl Namespace {
             }
         }
     }
-}
-
-/// sha256 of an open file, read with positioned reads so its offset stays at 0.
-fn hash_open_file(file: &std::fs::File, path: &std::path::Path) -> Result<Digest> {
-    use sha2::{Digest as _, Sha256};
-    use std::os::unix::fs::FileExt;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0u64;
-    loop {
-        let n = match file.read_at(&mut buf, offset) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        offset += n as u64;
-    }
-    Digest::parse(&format!(
-        "sha256:{}",
-        crate::digest::hex(&hasher.finalize())
-    ))
-    .map_err(|e| Error::invalid(path, e))
 }

@@ -8,6 +8,7 @@ use super::Namespace;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{self, Descriptor, Manifest, ManifestKind, ParsedManifest};
+use crate::metrics::{CacheResult, Refusal, METRICS};
 use crate::schema1;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,6 +58,16 @@ impl Representations {
         self.no_schema1_because = Some(reason.into());
         Some(self)
     }
+
+    /// A tag's refusal, counted by why.
+    fn refuse_tag_schema1(
+        self,
+        why: Refusal,
+        reason: impl Into<String>,
+    ) -> Option<Representations> {
+        METRICS.schema1_refused.inc(why);
+        self.refuse_schema1(reason)
+    }
 }
 
 /// A converted schema1 document: the signed bytes served, and the digest registry 2.8.2
@@ -66,6 +77,9 @@ pub struct Schema1Doc {
     pub signed: Arc<[u8]>,
     pub payload_digest: Digest,
 }
+
+/// Why a tag has no schema1: the kind (counted) and the words (logged, shown).
+pub type Refused = (Refusal, String);
 
 /// What a schema1 document depends on, so a cached one is never served for other inputs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -156,7 +170,7 @@ impl Namespace {
             {
                 let child = match self.platform_child(repo, &digest, manifests)? {
                     Ok(child) => child,
-                    Err(reason) => return Ok(out.refuse_schema1(reason)),
+                    Err((why, reason)) => return Ok(out.refuse_tag_schema1(why, reason)),
                 };
                 let (child_digest, child_bytes, child_parsed) = child;
                 if child_parsed.kind == ManifestKind::Schema1 {
@@ -174,24 +188,41 @@ impl Namespace {
             }
             Manifest::Image { .. } => (digest, parsed),
             _ => {
-                return Ok(out.refuse_schema1("an OCI index offers schema1 only with --convert-oci"))
+                return Ok(out.refuse_tag_schema1(
+                    Refusal::IndexNotConverted,
+                    "an OCI index offers schema1 only with --convert-oci",
+                ))
             }
         };
         let convertible = image.kind == ManifestKind::Schema2
             || image.kind == ManifestKind::Oci && self.config.convert_oci;
         let Manifest::Image { config, layers } = &image.manifest else {
-            return Ok(out.refuse_schema1("the platform entry is not an image manifest"));
+            return Ok(out.refuse_tag_schema1(
+                Refusal::NotAnImage,
+                "the platform entry is not an image manifest",
+            ));
         };
         if !convertible {
-            return Ok(
-                out.refuse_schema1("OCI image manifests are converted only with --convert-oci")
-            );
+            return Ok(out.refuse_tag_schema1(
+                Refusal::OciNotConverted,
+                "OCI image manifests are converted only with --convert-oci",
+            ));
         }
         match self.converted_schema1(repo, tag, &image_digest, config, layers) {
             Ok(doc) => out.insert(ManifestKind::Schema1, doc.signed, doc.payload_digest),
-            Err(reason) => return Ok(out.refuse_schema1(reason)),
+            Err((why, reason)) => return Ok(out.refuse_tag_schema1(why, reason)),
         }
         Ok(Some(out))
+    }
+
+    /// Why `repo:tag` has no `schema1` file, or None when it has one: the same decision
+    /// a lookup makes (`verify` reports it). Not found for an unknown tag.
+    pub fn schema1_refusal(&self, repo: &str, tag: &str) -> Result<Option<String>> {
+        let reference = Reference::Tag(tag.to_string());
+        let reps = self
+            .representations(repo, &reference)?
+            .ok_or_else(|| Error::NotFound(format!("{repo}:{tag}")))?;
+        Ok(reps.no_schema1_because)
     }
 
     /// The list entry for the configured platform, loaded from the repository; or why
@@ -202,11 +233,11 @@ impl Namespace {
         repo: &str,
         list_digest: &Digest,
         manifests: &[Descriptor],
-    ) -> Result<std::result::Result<(Digest, Arc<[u8]>, ParsedManifest), String>> {
+    ) -> Result<std::result::Result<(Digest, Arc<[u8]>, ParsedManifest), Refused>> {
         let Some(entry) = self.config.platform.pick(manifests) else {
-            return Ok(Err(format!(
-                "the list has no {} entry",
-                self.config.platform
+            return Ok(Err((
+                Refusal::NoPlatformEntry,
+                format!("the list has no {} entry", self.config.platform),
             )));
         };
         let child = Digest::parse(&entry.digest).map_err(|e| {
@@ -215,17 +246,18 @@ impl Namespace {
                 format!("platform entry: {e}"),
             )
         })?;
+        let missing = |detail: String| {
+            let reason = format!(
+                "its {} entry {child} is not in {repo}{detail}",
+                self.config.platform
+            );
+            Err((Refusal::PlatformEntryMissing, reason))
+        };
         Ok(match self.stored_manifest(repo, &child) {
             Ok(Some(stored)) => Ok((child, stored.bytes, stored.parsed)),
-            Ok(None) => Err(format!(
-                "its {} entry {child} is not in {repo}",
-                self.config.platform
-            )),
+            Ok(None) => missing(String::new()),
             // Linked but its data is gone: the list itself still serves.
-            Err(e) if e.is_not_found() => Err(format!(
-                "its {} entry {child} is not in {repo} ({e})",
-                self.config.platform
-            )),
+            Err(e) if e.is_not_found() => missing(format!(" ({e})")),
             Err(e) => return Err(e),
         })
     }
@@ -239,7 +271,7 @@ impl Namespace {
         manifest_digest: &Digest,
         config: &Descriptor,
         layers: &[Descriptor],
-    ) -> std::result::Result<Schema1Doc, String> {
+    ) -> std::result::Result<Schema1Doc, Refused> {
         let key = Schema1Key {
             repo: repo.to_string(),
             tag: tag.to_string(),
@@ -248,10 +280,16 @@ impl Namespace {
             platform: self.config.platform.to_string(),
         };
         if let Some(hit) = self.schema1_cache.get(&key) {
+            METRICS.schema1_cache.inc(CacheResult::Hit);
             return hit;
         }
+        METRICS.schema1_cache.inc(CacheResult::Miss);
+        let started = std::time::Instant::now();
         let result = self.convert(repo, tag, config, layers);
-        if let Err(reason) = &result {
+        if result.is_ok() {
+            METRICS.schema1_generated.observe(started.elapsed());
+        }
+        if let Err((_, reason)) = &result {
             log::warn!("{repo}:{tag} ({manifest_digest}): no schema1: {reason}");
         }
         // A document larger than the whole cache is not kept (a hostile config can
@@ -259,7 +297,7 @@ impl Namespace {
         let bytes = key.heap_bytes()
             + match &result {
                 Ok(doc) => doc.signed.len(),
-                Err(reason) => reason.len(),
+                Err((_, reason)) => reason.len(),
             };
         self.schema1_cache.put(key, result.clone(), bytes);
         result
@@ -271,25 +309,27 @@ impl Namespace {
         tag: &str,
         config: &Descriptor,
         layers: &[Descriptor],
-    ) -> std::result::Result<Schema1Doc, String> {
+    ) -> std::result::Result<Schema1Doc, Refused> {
         if !self.config.allow_foreign_layers {
             if let Some(foreign) = layers.iter().find(|l| manifest::is_foreign_layer(l)) {
-                return Err(format!(
+                return Err((Refusal::ForeignLayer, format!(
                     "layer {} is a foreign layer and schema1 cannot carry its URLs (--allow-foreign-layers converts anyway, as registry 2.8 does)",
                     foreign.digest
-                ));
+                )));
             }
         }
+        let refused = |reason: String| (Refusal::Config, reason);
         let config_digest =
-            Digest::parse(&config.digest).map_err(|e| format!("config digest: {e}"))?;
+            Digest::parse(&config.digest).map_err(|e| refused(format!("config digest: {e}")))?;
         let config = self
             .read_document_blob(repo, &config_digest)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| refused(e.to_string()))?;
         let layer_digests: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
         // Name the config file: most refusals come from its content.
         let payload = schema1::build_payload(repo, tag, &layer_digests, &config.bytes)
-            .map_err(|e| format!("{e} (config {})", config.path.display()))?;
-        let signed = schema1::jws::sign(&payload.bytes, &self.config.key, &payload.signing_time)?;
+            .map_err(|e| refused(format!("{e} (config {})", config.path.display())))?;
+        let signed = schema1::jws::sign(&payload.bytes, &self.config.key, &payload.signing_time)
+            .map_err(refused)?;
         Ok(Schema1Doc {
             signed: signed.into(),
             payload_digest: Digest::of(&payload.bytes),

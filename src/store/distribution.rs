@@ -8,7 +8,7 @@
 //! ```
 
 use super::fsutil::{FileMeta, Root};
-use super::links::LinkedObjects;
+use super::links::{data_rel_digest, LinkedObjects};
 use super::{BlobFile, BlobReader, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -244,5 +244,44 @@ impl Store for DistributionStore {
 
     fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>> {
         self.layer(repo, digest)
+    }
+
+    fn linked_manifests(&self, repo: &str) -> Result<Vec<Digest>> {
+        self.revision_links(repo)
+    }
+
+    fn linked_blobs(&self, repo: &str) -> Result<Vec<Digest>> {
+        self.layer_links(repo)
+    }
+
+    /// `blobs/sha256/<xx>/<hex>/data`; other entries of those folders are no blobs.
+    fn stored_blobs(&self) -> Result<Vec<(Digest, BlobFile)>> {
+        let mut out = Vec::new();
+        let fan_outs = self.root.read_dir("blobs/sha256")?.unwrap_or_default();
+        for (fan_out, is_dir) in fan_outs {
+            if !is_dir {
+                continue;
+            }
+            let folder = format!("blobs/sha256/{fan_out}");
+            for (hex, is_dir) in self.root.read_dir(&folder)?.unwrap_or_default() {
+                let rel = format!("{folder}/{hex}/data");
+                let Some(digest) = data_rel_digest(&rel).filter(|_| is_dir) else {
+                    continue;
+                };
+                if let Some(meta) = self.root.regular_file(&rel)? {
+                    out.push((
+                        digest,
+                        BlobFile {
+                            path: meta.path,
+                            rel,
+                            len: meta.len,
+                            mtime: meta.mtime,
+                        },
+                    ));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 }

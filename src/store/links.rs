@@ -98,8 +98,7 @@ pub(super) trait LinkedObjects {
     /// is logged instead.
     fn revision_digests(&self, repo: &str) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
-        let revisions = format!("{}/_manifests/revisions", repo_dir(repo));
-        for digest in self.linked_digests(&revisions)? {
+        for digest in self.revision_links(repo)? {
             match self.revision_mtime(repo, &digest) {
                 Ok(Some(_)) => out.push(digest),
                 Ok(None) => {}
@@ -107,6 +106,16 @@ pub(super) trait LinkedObjects {
             }
         }
         Ok(out)
+    }
+
+    /// [`super::Store::linked_manifests`].
+    fn revision_links(&self, repo: &str) -> Result<Vec<Digest>> {
+        self.linked_digests(&format!("{}/_manifests/revisions", repo_dir(repo)))
+    }
+
+    /// [`super::Store::linked_blobs`].
+    fn layer_links(&self, repo: &str) -> Result<Vec<Digest>> {
+        self.linked_digests(&format!("{}/_layers", repo_dir(repo)))
     }
 
     /// [`super::Store::manifest`].
@@ -137,7 +146,7 @@ pub(super) trait LinkedObjects {
     /// collection leaves links behind.
     fn layer_digests(&self, repo: &str) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
-        for digest in self.linked_digests(&format!("{}/_layers", repo_dir(repo)))? {
+        for digest in self.layer_links(repo)? {
             match self.layer(repo, &digest) {
                 Ok(Some(_)) => out.push(digest),
                 Ok(None) => {}
@@ -157,6 +166,40 @@ pub(super) trait LinkedObjects {
     }
 }
 
+/// The digest a blob data object's place names (`blobs/sha256/<xx>/<hex>/data`, below the
+/// `v2` folder), or None for any other object.
+pub(super) fn data_rel_digest(rel: &str) -> Option<Digest> {
+    let rest = rel.strip_prefix("blobs/sha256/")?;
+    let (fan_out, rest) = rest.split_once('/')?;
+    let hex = rest.strip_suffix("/data")?;
+    let digest = Digest::parse(&format!("sha256:{hex}")).ok()?;
+    (digest.sha256_hex().is_some() && hex.starts_with(fan_out) && fan_out.len() == 2)
+        .then_some(digest)
+}
+
 fn layer_link(repo: &str, hex: &str) -> String {
     format!("{}/_layers/sha256/{hex}/link", repo_dir(repo))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_blob_data_objects_name_a_digest() {
+        let hex = "ab".repeat(32);
+        let d = data_rel_digest(&format!("blobs/sha256/ab/{hex}/data")).expect("data");
+        assert_eq!(d.encoded(), hex);
+        for rel in [
+            format!("blobs/sha256/cd/{hex}/data"),
+            format!("blobs/sha256/ab/{hex}/data.tmp"),
+            format!("blobs/sha256/ab/{hex}"),
+            format!("blobs/sha256/a/{hex}/data"),
+            format!("blobs/sha256/AB/{}/data", hex.to_uppercase()),
+            "blobs/sha256/ab/abc/data".to_string(),
+            format!("repositories/x/_layers/sha256/{hex}/link"),
+        ] {
+            assert_eq!(data_rel_digest(&rel), None, "{rel}");
+        }
+    }
 }

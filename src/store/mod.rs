@@ -153,6 +153,17 @@ pub trait Store: Send + Sync {
     /// Where a blob linked into the repository lives, or None.
     fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>>;
 
+    /// Every digest the repository links as a manifest revision, links whose data is
+    /// gone included: what garbage collection marks from (`verify`).
+    fn linked_manifests(&self, repo: &str) -> Result<Vec<Digest>>;
+
+    /// Every digest the repository links as a blob, links whose data is gone included.
+    fn linked_blobs(&self, repo: &str) -> Result<Vec<Digest>>;
+
+    /// Every blob the store holds data for, with the digest its place names (not checked
+    /// against the data): what garbage collection sweeps.
+    fn stored_blobs(&self) -> Result<Vec<(Digest, BlobFile)>>;
+
     /// The folder to watch for changes, and how its paths map to repositories.
     fn watch_target(&self) -> (PathBuf, crate::watch::Layout);
 

@@ -391,6 +391,45 @@ impl Store for OciLayoutStore {
         Ok(self.root.open_read(&blob.rel)?.map(BlobReader::File))
     }
 
+    /// The manifests index.json reaches, present or not: it is the layout's only link.
+    fn linked_manifests(&self, repo: &str) -> Result<Vec<Digest>> {
+        if !self.is_repository(repo)? {
+            return Ok(Vec::new());
+        }
+        Ok(self.index()?.manifests.iter().cloned().collect())
+    }
+
+    /// A layout links no blobs: every repository of it has every blob.
+    fn linked_blobs(&self, repo: &str) -> Result<Vec<Digest>> {
+        self.blob_digests(repo)
+    }
+
+    fn stored_blobs(&self) -> Result<Vec<(Digest, BlobFile)>> {
+        let mut out = Vec::new();
+        for (hex, is_dir) in self.root.read_dir("blobs/sha256")?.unwrap_or_default() {
+            let rel = format!("blobs/sha256/{hex}");
+            let Ok(digest) = Digest::parse(&format!("sha256:{hex}")) else {
+                continue;
+            };
+            if is_dir || digest.sha256_hex().is_none() {
+                continue;
+            }
+            if let Some(meta) = self.root.regular_file(&rel)? {
+                out.push((
+                    digest,
+                    BlobFile {
+                        path: meta.path,
+                        rel,
+                        len: meta.len,
+                        mtime: meta.mtime,
+                    },
+                ));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
     fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>> {
         let Some(hex) = digest.sha256_hex() else {
             return Ok(None);

@@ -209,7 +209,7 @@ impl Namespace {
     }
 
     /// Every repository of the store, by name.
-    pub(in crate::namespace) fn repositories(&self) -> Result<Vec<String>> {
+    pub fn repositories(&self) -> Result<Vec<String>> {
         if let Some(kept) = self.kept_repositories() {
             return Ok(kept);
         }

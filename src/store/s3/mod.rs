@@ -26,7 +26,7 @@ pub mod config;
 
 use super::distribution::{check_tag_target, is_name_part, repo_dir};
 use super::fsutil::{check_digest, parse_link, FileMeta};
-use super::links::LinkedObjects;
+use super::links::{data_rel_digest, LinkedObjects};
 use super::{BlobFile, BlobReader, Document, Folder, Store, TagLink, MAX_DOCUMENT_BYTES};
 use crate::cache::WeighedLru;
 use crate::digest::Digest;
@@ -360,6 +360,38 @@ impl Store for S3Store {
 
     fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobFile>> {
         self.layer(repo, digest)
+    }
+
+    fn linked_manifests(&self, repo: &str) -> Result<Vec<Digest>> {
+        self.revision_links(repo)
+    }
+
+    fn linked_blobs(&self, repo: &str) -> Result<Vec<Digest>> {
+        self.layer_links(repo)
+    }
+
+    /// One recursive listing of `blobs/sha256/`.
+    fn stored_blobs(&self) -> Result<Vec<(Digest, BlobFile)>> {
+        let prefix = self.key("");
+        let mut out = Vec::new();
+        for object in self.client.list_recursive(&self.key("blobs/sha256/"))? {
+            let Some(rel) = object.key.strip_prefix(&prefix) else {
+                continue;
+            };
+            if let Some(digest) = data_rel_digest(rel) {
+                out.push((
+                    digest,
+                    BlobFile {
+                        path: self.client.url(&object.key),
+                        rel: rel.to_string(),
+                        len: object.size,
+                        mtime: object.mtime,
+                    },
+                ));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     /// Nothing local changes when the bucket does: the watcher polls
