@@ -269,15 +269,7 @@ impl Store for DistributionStore {
                     continue;
                 };
                 if let Some(meta) = self.root.regular_file(&rel)? {
-                    out.push((
-                        digest,
-                        BlobFile {
-                            path: meta.path,
-                            rel,
-                            len: meta.len,
-                            mtime: meta.mtime,
-                        },
-                    ));
+                    out.push((digest, BlobFile::at(rel, meta)));
                 }
             }
         }

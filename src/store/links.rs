@@ -59,12 +59,7 @@ pub(super) trait LinkedObjects {
             return Ok(None);
         };
         match self.data(&data)? {
-            Some(meta) => Ok(Some(BlobFile {
-                path: meta.path,
-                rel: data,
-                len: meta.len,
-                mtime: meta.mtime,
-            })),
+            Some(meta) => Ok(Some(BlobFile::at(data, meta))),
             None => Err(self.dangling(link_rel, digest, &data)),
         }
     }

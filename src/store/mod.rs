@@ -37,6 +37,18 @@ pub struct BlobFile {
     pub mtime: SystemTime,
 }
 
+impl BlobFile {
+    /// The blob data file at `rel` below the store root, as `meta` describes it.
+    pub fn at(rel: String, meta: fsutil::FileMeta) -> BlobFile {
+        BlobFile {
+            path: meta.path,
+            rel,
+            len: meta.len,
+            mtime: meta.mtime,
+        }
+    }
+}
+
 /// An opened blob, as a store hands it out.
 pub enum BlobReader {
     /// A file whose bytes are all there, not yet checked against the digest (the

@@ -415,15 +415,7 @@ impl Store for OciLayoutStore {
                 continue;
             }
             if let Some(meta) = self.root.regular_file(&rel)? {
-                out.push((
-                    digest,
-                    BlobFile {
-                        path: meta.path,
-                        rel,
-                        len: meta.len,
-                        mtime: meta.mtime,
-                    },
-                ));
+                out.push((digest, BlobFile::at(rel, meta)));
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -438,11 +430,9 @@ impl Store for OciLayoutStore {
             return Ok(None);
         }
         let rel = format!("blobs/sha256/{hex}");
-        Ok(self.root.regular_file(&rel)?.map(|meta| BlobFile {
-            path: meta.path,
-            rel,
-            len: meta.len,
-            mtime: meta.mtime,
-        }))
+        Ok(self
+            .root
+            .regular_file(&rel)?
+            .map(|meta| BlobFile::at(rel, meta)))
     }
 }
