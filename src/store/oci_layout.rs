@@ -11,7 +11,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar::{is_repository_name, is_tag};
 use crate::manifest::{self, Manifest};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -37,8 +37,10 @@ pub struct OciLayoutStore {
 /// content-addressed, so they cannot change under the same index.json).
 #[derive(Debug)]
 struct Index {
-    /// (repository, tag, digest) in index order; later duplicates of a name are dropped.
-    tags: Vec<(String, String, Digest)>,
+    /// Each repository's (tag, digest)s in index order; later duplicates of a name are
+    /// dropped. By repository, so that a lookup does not go through every tag of a
+    /// layout with 10k repositories.
+    tags: BTreeMap<String, Vec<(String, Digest)>>,
     manifests: BTreeSet<Digest>,
     /// index.json's: every tag, repository and manifest listing derives from it.
     mtime: SystemTime,
@@ -170,7 +172,7 @@ impl OciLayoutStore {
             return Err(Error::invalid(path, "index.json is not an image index"));
         };
         let mut index = Index {
-            tags: Vec::new(),
+            tags: BTreeMap::new(),
             manifests: BTreeSet::new(),
             mtime,
         };
@@ -186,9 +188,11 @@ impl OciLayoutStore {
             };
             if let Some((_, name)) = d.annotations.iter().find(|(k, _)| k == REF_NAME) {
                 match self.split_ref_name(name) {
-                    Some((repo, tag)) if seen_names.insert((repo.clone(), tag.clone())) => {
-                        index.tags.push((repo, tag, digest.clone()))
-                    }
+                    Some((repo, tag)) if seen_names.insert((repo.clone(), tag.clone())) => index
+                        .tags
+                        .entry(repo)
+                        .or_default()
+                        .push((tag, digest.clone())),
                     Some(_) => self.warn_once(format!(
                         "{}: duplicate ref.name {name:?}; keeping the first",
                         path.display()
@@ -246,41 +250,74 @@ impl OciLayoutStore {
         }
     }
 
-    fn repositories(&self) -> Result<BTreeSet<String>> {
-        let mut repos = BTreeSet::new();
-        // A broken index.json loses the tags, not the layout: the default repository
-        // and its blobs keep serving, and what needs the index fails naming it.
+    /// The repositories' index (None: index.json is broken). A broken index.json loses
+    /// the tags, not the layout: the default repository and its blobs keep serving, and
+    /// what needs the index fails naming it.
+    fn index_if_sound(&self) -> Option<Arc<Index>> {
         match self.index() {
-            Ok(index) => repos.extend(index.tags.iter().map(|(r, _, _)| r.clone())),
-            Err(e) => self.warn_once(e.to_string()),
+            Ok(index) => Some(index),
+            Err(e) => {
+                self.warn_once(e.to_string());
+                None
+            }
         }
-        repos.insert(self.default_repository.clone());
-        Ok(repos)
+    }
+
+    /// Repository names below `prefix/` (all of them for ""), in byte order.
+    fn repositories_below(&self, prefix: &str) -> Vec<String> {
+        let start = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        let mut names: BTreeSet<String> = self
+            .index_if_sound()
+            .map(|index| {
+                index
+                    .tags
+                    .range(start.clone()..)
+                    .map(|(repo, _)| repo)
+                    .take_while(|repo| repo.starts_with(&start))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if self.default_repository.starts_with(&start) {
+            names.insert(self.default_repository.clone());
+        }
+        names.into_iter().collect()
     }
 }
 
 impl Store for OciLayoutStore {
     fn child_names(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut names = BTreeSet::new();
-        for repo in self.repositories()? {
-            let rest = if prefix.is_empty() {
-                Some(repo.as_str())
-            } else {
-                repo.strip_prefix(prefix).and_then(|r| r.strip_prefix('/'))
-            };
-            if let Some(first) = rest.and_then(|r| r.split('/').next()) {
-                names.insert(first.to_string());
-            }
-        }
+        let skip = if prefix.is_empty() {
+            0
+        } else {
+            prefix.len() + 1
+        };
+        let names: BTreeSet<String> = self
+            .repositories_below(prefix)
+            .iter()
+            .filter_map(|repo| repo[skip..].split('/').next().map(str::to_string))
+            .collect();
         Ok(names.into_iter().collect())
     }
 
     fn has_child(&self, prefix: &str, child: &str) -> Result<bool> {
-        Ok(self.child_names(prefix)?.iter().any(|c| c == child))
+        let full = if prefix.is_empty() {
+            child.to_string()
+        } else {
+            format!("{prefix}/{child}")
+        };
+        Ok(self.is_repository(&full)? || !self.repositories_below(&full).is_empty())
     }
 
     fn is_repository(&self, name: &str) -> Result<bool> {
-        Ok(self.repositories()?.contains(name))
+        Ok(name == self.default_repository
+            || self
+                .index_if_sound()
+                .is_some_and(|index| index.tags.contains_key(name)))
     }
 
     fn tags(&self, repo: &str) -> Result<Option<Vec<String>>> {
@@ -290,10 +327,9 @@ impl Store for OciLayoutStore {
         Ok(Some(
             self.index()?
                 .tags
-                .iter()
-                .filter(|(r, _, _)| r == repo)
-                .map(|(_, t, _)| t.clone())
-                .collect(),
+                .get(repo)
+                .map(|tags| tags.iter().map(|(t, _)| t.clone()).collect())
+                .unwrap_or_default(),
         ))
     }
 
@@ -302,9 +338,9 @@ impl Store for OciLayoutStore {
         let mtime = index.mtime;
         Ok(index
             .tags
-            .iter()
-            .find(|(r, t, _)| r == repo && t == tag)
-            .map(|(_, _, digest)| TagLink {
+            .get(repo)
+            .and_then(|tags| tags.iter().find(|(t, _)| t == tag))
+            .map(|(_, digest)| TagLink {
                 digest: digest.clone(),
                 mtime,
             }))
