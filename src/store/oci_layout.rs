@@ -310,7 +310,18 @@ impl Store for OciLayoutStore {
         } else {
             format!("{prefix}/{child}")
         };
-        Ok(self.is_repository(&full)? || !self.repositories_below(&full).is_empty())
+        // One step into the ordered names, not a list of all of them: this is asked
+        // for every folder above every lookup.
+        let below = format!("{full}/");
+        Ok(self.is_repository(&full)?
+            || self.default_repository.starts_with(&below)
+            || self.index_if_sound().is_some_and(|index| {
+                index
+                    .tags
+                    .range(below.clone()..)
+                    .next()
+                    .is_some_and(|(repo, _)| repo.starts_with(&below))
+            }))
     }
 
     fn is_repository(&self, name: &str) -> Result<bool> {
