@@ -78,7 +78,7 @@ struct NamespaceOptions {
     s3_timeout: Option<Duration>,
     /// MiB of generated schema1 documents kept in memory (with the mount's other caches,
     /// listed in `registryfs mount --help`)
-    #[arg(long, global = true, value_name = "MIB", default_value_t = 4)]
+    #[arg(long, global = true, value_name = "MIB", default_value_t = 2)]
     schema1_cache_mib: usize,
     /// Paths of the namespace: the registry's (`<repo>/manifests/<ref>/<kind>`), or the
     /// tree Pulp publishes for Crane (`app/<repo_id>.json` for Crane's data_dir,

@@ -696,7 +696,9 @@ impl Filesystem for RegistryFs {
             Ok(listing) => listing,
             Err(errno) => return reply.error(errno),
         };
+        let mut at_end = true;
         for (i, entry) in listing.from(offset) {
+            at_end = false;
             let next = (i + 1) as u64;
             let full = match entry {
                 ListingEntry::Dot(name, ino) => {
@@ -715,6 +717,9 @@ impl Filesystem for RegistryFs {
             if full {
                 break;
             }
+        }
+        if at_end {
+            self.listings.done(ino.0);
         }
         reply.ok();
     }
@@ -735,7 +740,9 @@ impl Filesystem for RegistryFs {
         // The kernel takes no lookup of `.` and `..` from this answer and does not use
         // their attributes.
         let folder_attr = attr::attr(&listing.folder, self.owner);
+        let mut at_end = true;
         for (i, entry) in listing.from(offset) {
+            at_end = false;
             let next = (i + 1) as u64;
             let full = match entry {
                 ListingEntry::Dot(name, ino) => {
@@ -766,6 +773,9 @@ impl Filesystem for RegistryFs {
             if full {
                 break;
             }
+        }
+        if at_end {
+            self.listings.done(ino.0);
         }
         reply.ok();
     }

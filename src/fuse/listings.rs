@@ -69,6 +69,15 @@ impl Listings {
         Ok(entries)
     }
 
+    /// The kernel read folder `ino` to its end: an oversized listing is let go (a
+    /// folder of 100k names is 5 MiB).
+    pub fn done(&self, ino: u64) {
+        let mut oversized = self.oversized();
+        if oversized.as_ref().is_some_and(|(i, _)| *i == ino) {
+            *oversized = None;
+        }
+    }
+
     /// Bytes held now.
     #[cfg(test)]
     fn bytes(&self) -> usize {
@@ -131,5 +140,13 @@ mod tests {
         assert_eq!(kept.len(), 1000);
         listings.for_page(98, 0, || Ok(names(2000, "y"))).unwrap();
         assert_eq!(listings.bytes(), before + cost(&names(2000, "y")));
+        listings.done(97);
+        assert_eq!(
+            listings.bytes(),
+            before + cost(&names(2000, "y")),
+            "another folder"
+        );
+        listings.done(98);
+        assert_eq!(listings.bytes(), before, "read to its end: let go");
     }
 }

@@ -13,7 +13,7 @@ pub fn bounds_help() -> String {
     let rows = [
         (
             "schema1 documents".to_string(),
-            "--schema1-cache-mib (default 4 MiB)".to_string(),
+            "--schema1-cache-mib (default 2 MiB)".to_string(),
         ),
         (
             "generated files, between lookup and open".into(),
