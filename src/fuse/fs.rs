@@ -246,6 +246,11 @@ impl RegistryFs {
             .for_page(ino, offset, || self.ns.list(&path))
             .map_err(|e| errno_for(&e, &path))?;
         let parent = self.inodes.parent_of(ino).unwrap_or(ROOT_INO);
+        // A page from past the last entry (`.`, `..`, the names) is the kernel's read
+        // of the folder's end.
+        if usize::try_from(offset).unwrap_or(usize::MAX) >= entries.len() + 2 {
+            self.listings.done(ino);
+        }
         Ok(FolderListing {
             dots: [(".", ino), ("..", parent)],
             folder,
@@ -696,9 +701,7 @@ impl Filesystem for RegistryFs {
             Ok(listing) => listing,
             Err(errno) => return reply.error(errno),
         };
-        let mut at_end = true;
         for (i, entry) in listing.from(offset) {
-            at_end = false;
             let next = (i + 1) as u64;
             let full = match entry {
                 ListingEntry::Dot(name, ino) => {
@@ -717,9 +720,6 @@ impl Filesystem for RegistryFs {
             if full {
                 break;
             }
-        }
-        if at_end {
-            self.listings.done(ino.0);
         }
         reply.ok();
     }
@@ -740,9 +740,7 @@ impl Filesystem for RegistryFs {
         // The kernel takes no lookup of `.` and `..` from this answer and does not use
         // their attributes.
         let folder_attr = attr::attr(&listing.folder, self.owner);
-        let mut at_end = true;
         for (i, entry) in listing.from(offset) {
-            at_end = false;
             let next = (i + 1) as u64;
             let full = match entry {
                 ListingEntry::Dot(name, ino) => {
@@ -773,9 +771,6 @@ impl Filesystem for RegistryFs {
             if full {
                 break;
             }
-        }
-        if at_end {
-            self.listings.done(ino.0);
         }
         reply.ok();
     }
