@@ -6,7 +6,9 @@
 use lru::LruCache;
 use std::borrow::Borrow;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// The map itself, for one owner: entries weigh what their owner says they do, the
 /// total never exceeds the bound, and what leaves is handed back (the S3 blob cache
@@ -124,6 +126,107 @@ impl<K: Hash + Eq, V: Clone> ByteLru<K, V> {
     }
 }
 
+/// Answers about something that changes (a store's links, listings and small files):
+/// each kept for a lifetime, and all of them forgotten at once when a change is seen.
+///
+/// An answer read before a change and kept after its forget would outlive the change
+/// (for a whole lifetime, a minute on a watched mount), so a read notes where it
+/// started ([`FreshLru::start_read`]) and [`FreshLru::keep`] checks, under the lock a
+/// forget also takes, that no forget happened since.
+pub struct FreshLru<K: Hash + Eq, V> {
+    /// Nanoseconds; 0: nothing is kept.
+    lifetime_ns: AtomicU64,
+    /// Advanced by every forget, before it clears the map.
+    generation: AtomicU64,
+    entries: Mutex<WeighedLru<K, (Instant, V)>>,
+}
+
+/// Where a read of a [`FreshLru`]'s answer started.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadStart {
+    generation: u64,
+    at: Instant,
+}
+
+impl<K: Hash + Eq, V: Clone> FreshLru<K, V> {
+    pub fn new(max_bytes: u64, lifetime: Duration) -> Self {
+        FreshLru {
+            lifetime_ns: AtomicU64::new(nanos(lifetime)),
+            generation: AtomicU64::new(0),
+            entries: Mutex::new(WeighedLru::new(max_bytes)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WeighedLru<K, (Instant, V)>> {
+        // Nothing in here is left half-changed by a panic elsewhere.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps answers for `lifetime` from now on (zero: none), forgetting those kept.
+    pub fn set_lifetime(&self, lifetime: Duration) {
+        self.lifetime_ns.store(nanos(lifetime), Ordering::Release);
+        self.forget();
+    }
+
+    pub fn is_off(&self) -> bool {
+        self.lifetime_ns.load(Ordering::Acquire) == 0
+    }
+
+    /// The answer kept for `key` if it is younger than the lifetime.
+    pub fn young(&self, key: &K) -> Option<V> {
+        let lifetime = Duration::from_nanos(self.lifetime_ns.load(Ordering::Acquire));
+        let mut entries = self.lock();
+        match entries.get(key) {
+            Some((at, value)) if at.elapsed() < lifetime => Some(value.clone()),
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// To be called before the store is read for an answer to [`FreshLru::keep`].
+    pub fn start_read(&self) -> ReadStart {
+        ReadStart {
+            generation: self.generation.load(Ordering::Acquire),
+            at: Instant::now(),
+        }
+    }
+
+    /// Keeps an answer read since `start`, weighing `bytes`, unless the cache was
+    /// forgotten meanwhile; its age counts from `start`.
+    pub fn keep(&self, start: ReadStart, key: K, value: V, bytes: u64) {
+        if self.is_off() {
+            return;
+        }
+        let gone = {
+            let mut entries = self.lock();
+            if self.generation.load(Ordering::Acquire) != start.generation {
+                return;
+            }
+            entries.put(key, (start.at, value), bytes)
+        };
+        // What leaves is dropped after the lock is let go.
+        drop(gone);
+    }
+
+    /// Forgets every answer (the store changed).
+    pub fn forget(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.lock().clear();
+    }
+
+    /// The bytes held now.
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes()
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +269,51 @@ mod tests {
         assert_eq!(cache.get(&11), None, "over the bound alone: not kept");
         cache.clear();
         assert_eq!((cache.bytes(), cache.get(&7)), (0, None));
+    }
+
+    #[test]
+    fn fresh_answers_are_kept_for_their_lifetime_until_a_forget() {
+        let cache = FreshLru::new(100, Duration::from_secs(60));
+        let start = cache.start_read();
+        cache.keep(start, "a", 1, 10);
+        assert_eq!(cache.young(&"a"), Some(1));
+        cache.forget();
+        assert_eq!((cache.young(&"a"), cache.bytes()), (None, 0));
+        cache.set_lifetime(Duration::from_nanos(1));
+        cache.keep(cache.start_read(), "b", 2, 10);
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(cache.young(&"b"), None, "expired");
+        assert_eq!(cache.bytes(), 0, "and dropped");
+        cache.set_lifetime(Duration::ZERO);
+        cache.keep(cache.start_read(), "c", 3, 10);
+        assert_eq!(cache.young(&"c"), None, "off: nothing kept");
+    }
+
+    #[test]
+    fn an_answer_read_across_a_forget_is_never_kept() {
+        let cache = FreshLru::new(100, Duration::from_secs(60));
+        // The interleaving that once kept a tag's old link for a minute: the read
+        // started, the store changed and the cache was forgotten, then the old answer
+        // came back to be kept.
+        let start = cache.start_read();
+        cache.forget();
+        cache.keep(start, "link", "old", 10);
+        assert_eq!(cache.young(&"link"), None);
+        // The same race from many threads: a keep that overlaps a forget never leaves
+        // an answer from before it.
+        let cache = std::sync::Arc::new(FreshLru::new(1 << 20, Duration::from_secs(60)));
+        for round in 0..200u32 {
+            let start = cache.start_read();
+            let keeper = {
+                let cache = cache.clone();
+                std::thread::spawn(move || cache.keep(start, "link", round, 10))
+            };
+            cache.forget();
+            keeper.join().expect("keeper thread");
+            let after = cache.start_read();
+            cache.keep(after, "other", round, 10);
+            // Either the keep came first (and the forget cleared it) or it saw the forget.
+            assert_eq!(cache.young(&"link"), None, "round {round}");
+        }
     }
 }

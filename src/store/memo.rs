@@ -6,19 +6,18 @@
 //! (160 store system calls for one repository of the benchmark store). The mount keeps
 //! those answers here; every batch of store changes forgets all of them
 //! ([`ReadMemo::forget`]) before the kernel's caches are invalidated, and a read that
-//! started before a forget is not kept (a generation counter), so nothing read before a
+//! started before a forget is not kept ([`FreshLru`]), so nothing read before a
 //! change outlives it. Errors are never kept. Off (lifetime zero) for `ls`/`cat`.
 
-use crate::cache::ByteLru;
+use crate::cache::FreshLru;
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::store::fsutil::FileMeta;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 /// Bytes of store reads kept.
-pub const STORE_READ_CACHE_BYTES: usize = 2 << 20;
+pub const STORE_READ_CACHE_BYTES: u64 = 2 << 20;
 
 /// Which read of a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,19 +61,13 @@ impl std::fmt::Debug for ReadMemo {
 }
 
 pub struct ReadMemo {
-    /// Nanoseconds; 0: off.
-    lifetime_ns: AtomicU64,
-    /// Advanced by every forget: a read that saw another generation is not kept.
-    generation: AtomicU64,
-    entries: ByteLru<(StoreRead, String), (Instant, Remembered)>,
+    entries: FreshLru<(StoreRead, String), Remembered>,
 }
 
 impl Default for ReadMemo {
     fn default() -> Self {
         ReadMemo {
-            lifetime_ns: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
-            entries: ByteLru::new(STORE_READ_CACHE_BYTES),
+            entries: FreshLru::new(STORE_READ_CACHE_BYTES, Duration::ZERO),
         }
     }
 }
@@ -82,15 +75,12 @@ impl Default for ReadMemo {
 impl ReadMemo {
     /// Keeps reads for `lifetime` from now on (zero: not at all).
     pub fn keep_for(&self, lifetime: Duration) {
-        let ns = u64::try_from(lifetime.as_nanos()).unwrap_or(u64::MAX);
-        self.lifetime_ns.store(ns, Ordering::Release);
-        self.forget();
+        self.entries.set_lifetime(lifetime);
     }
 
     /// Forgets every read (the store changed).
     pub fn forget(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.entries.clear();
+        self.entries.forget();
     }
 
     /// The kept answer of `read` of `rel`, or `make`'s (kept if it is not an error).
@@ -102,27 +92,19 @@ impl ReadMemo {
         wrap: impl Fn(&T) -> Remembered,
         make: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        let lifetime = Duration::from_nanos(self.lifetime_ns.load(Ordering::Acquire));
-        if lifetime.is_zero() {
+        if self.entries.is_off() {
             return make();
         }
         let key = (read, rel.to_string());
-        if let Some((at, kept)) = self.entries.get(&key) {
-            if at.elapsed() < lifetime {
-                if let Some(value) = unwrap(kept) {
-                    return Ok(value);
-                }
-            }
+        if let Some(value) = self.entries.young(&key).and_then(&unwrap) {
+            return Ok(value);
         }
-        let generation = self.generation.load(Ordering::Acquire);
-        let started = Instant::now();
+        let start = self.entries.start_read();
         let value = make()?;
         let kept = wrap(&value);
-        if self.generation.load(Ordering::Acquire) == generation {
-            // With the map's own entry and the allocator's rounding.
-            let bytes = 192 + key.1.len() + kept.heap_bytes();
-            self.entries.put(key, (started, kept), bytes);
-        }
+        // With the map's own entry and the allocator's rounding.
+        let bytes = 192 + key.1.len() + kept.heap_bytes();
+        self.entries.keep(start, key, kept, bytes as u64);
         Ok(value)
     }
 }

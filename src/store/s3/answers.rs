@@ -10,12 +10,11 @@
 //! may predate the change the clear is for). Bounded by bytes, least recently used
 //! first.
 
-use crate::cache::WeighedLru;
+use crate::cache::FreshLru;
 use crate::error::Result;
 use std::any::Any;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Memory for answers: thousands of links and listings.
 pub const ANSWER_CACHE_BYTES: u64 = 16 << 20;
@@ -52,19 +51,14 @@ impl Question {
 type Kept = Arc<dyn Any + Send + Sync>;
 
 pub struct Answers {
-    ttl: Duration,
-    /// Advanced by every clear; an answer fetched across one is not kept.
-    generation: AtomicU64,
-    entries: Mutex<WeighedLru<Question, (Instant, Kept)>>,
+    entries: FreshLru<Question, Kept>,
 }
 
 impl Answers {
     /// Answers kept for `ttl`; zero keeps none.
     pub fn new(ttl: Duration) -> Answers {
         Answers {
-            ttl,
-            generation: AtomicU64::new(0),
-            entries: Mutex::new(WeighedLru::new(ANSWER_CACHE_BYTES)),
+            entries: FreshLru::new(ANSWER_CACHE_BYTES, ttl),
         }
     }
 
@@ -87,40 +81,28 @@ impl Answers {
     where
         T: Clone + Send + Sync + 'static,
     {
-        if self.ttl.is_zero() {
+        if self.entries.is_off() {
             return fetch();
         }
-        if let Ok(mut entries) = self.entries.lock() {
-            let young = entries.get(&question).and_then(|(at, kept)| {
-                (at.elapsed() < self.ttl).then(|| kept.downcast_ref::<T>().cloned())
-            });
-            match young {
-                Some(Some(answer)) => return Ok(answer),
-                // Expired (or, never, of another type).
-                _ => {
-                    entries.remove(&question);
-                }
-            }
+        // (Never of another type: each question's variant has one answer type.)
+        if let Some(answer) = self
+            .entries
+            .young(&question)
+            .and_then(|kept| kept.downcast_ref::<T>().cloned())
+        {
+            return Ok(answer);
         }
-        let generation = self.generation.load(Ordering::Acquire);
-        let asked_at = Instant::now();
+        let start = self.entries.start_read();
         let answer = fetch()?;
-        if let Ok(mut entries) = self.entries.lock() {
-            if self.generation.load(Ordering::Acquire) == generation {
-                let bytes = ENTRY_OVERHEAD + question.bytes() + weigh(&answer);
-                let kept: Kept = Arc::new(answer.clone());
-                entries.put(question, (asked_at, kept), bytes);
-            }
-        }
+        let bytes = ENTRY_OVERHEAD + question.bytes() + weigh(&answer);
+        let kept: Kept = Arc::new(answer.clone());
+        self.entries.keep(start, question, kept, bytes);
         Ok(answer)
     }
 
     /// Forgets every answer (the store may have changed).
     pub fn clear(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.clear();
-        }
+        self.entries.forget();
     }
 }
 
