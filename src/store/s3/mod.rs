@@ -135,20 +135,24 @@ impl S3Store {
 
     /// A delimited listing of `prefix`, all pages.
     fn listing(&self, prefix: &str) -> Result<Arc<Listing>> {
-        let fetch = || Ok(Arc::new(self.client.list(prefix, None)?));
+        let (client, asked) = (self.client.clone(), prefix.to_string());
+        let fetch = move || Ok(Arc::new(client.list(&asked, None)?));
         self.answers
             .get_or_weighed(Question::List(prefix.into()), fetch, |l| l.bytes())
     }
 
     fn has_prefix(&self, prefix: &str) -> Result<bool> {
-        self.answers.get_or(Question::HasPrefix(prefix.into()), || {
-            self.client.has_prefix(prefix)
-        })
+        let (client, asked) = (self.client.clone(), prefix.to_string());
+        self.answers
+            .get_or(Question::HasPrefix(prefix.into()), move || {
+                client.has_prefix(&asked)
+            })
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let (client, asked) = (self.client.clone(), key.to_string());
         self.answers
-            .get_or(Question::Head(key.into()), || self.client.head(key))
+            .get_or(Question::Head(key.into()), move || client.head(&asked))
     }
 }
 
@@ -160,13 +164,14 @@ impl LinkedObjects for S3Store {
     /// S3 writes an object whole, so there is no half-written link to read again.
     fn read_link(&self, rel: &str) -> Result<Option<(Digest, SystemTime)>> {
         let key = self.key(rel);
-        let fetch = || {
-            let Some((bytes, mtime)) = self.client.get_small(&key, MAX_LINK_BYTES)? else {
+        let (client, asked) = (self.client.clone(), key.clone());
+        let fetch = move || {
+            let Some((bytes, mtime)) = client.get_small(&asked, MAX_LINK_BYTES)? else {
                 return Ok(None);
             };
-            Ok(Some((parse_link(&self.client.url(&key), &bytes)?, mtime)))
+            Ok(Some((parse_link(&client.url(&asked), &bytes)?, mtime)))
         };
-        self.answers.get_or(Question::Link(key.clone()), fetch)
+        self.answers.get_or(Question::Link(key), fetch)
     }
 
     fn exists(&self, rel: &str) -> Result<bool> {
@@ -226,11 +231,12 @@ impl S3Store {
     /// The newest `LastModified` below `rel/`, or None if nothing is there.
     fn newest_below(&self, rel: &str) -> Result<Option<SystemTime>> {
         let prefix = self.key(&format!("{rel}/"));
-        let fetch = || {
-            let objects = self.client.list_recursive(&prefix)?;
+        let (client, asked) = (self.client.clone(), prefix.clone());
+        let fetch = move || {
+            let objects = client.list_recursive(&asked)?;
             Ok(objects.iter().map(|o| o.mtime).max())
         };
-        self.answers.get_or(Question::Newest(prefix.clone()), fetch)
+        self.answers.get_or(Question::Newest(prefix), fetch)
     }
 }
 
