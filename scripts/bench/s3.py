@@ -37,6 +37,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -474,7 +475,8 @@ def bench_nginx(args, work, mounts, garage, reg):
            f"{peer:.2f} registry", "ms", ours / peer, "(none)", None)
     explain_first_get(args, mounts, garage, reg)
 
-    m = mounts.start("nginx", mount_args)
+    metrics_port = free_port()
+    m = mounts.start("nginx", mount_args + ["--metrics-listen", f"127.0.0.1:{metrics_port}"])
     ng = bench.start_nginx(args.registryfs, os.path.join(work, "nginx-mount"), m.mountpoint)
     try:
         if len(os.sched_getaffinity(0)) >= 2:
@@ -499,16 +501,18 @@ def bench_nginx(args, work, mounts, garage, reg):
         # registryfs daemon, or the registry).
         busy = {(name, who): [] for name in ports for who in ("garage", "server")}
         servers = {"mount": m.proc.pid, "registry": reg.proc.pid}
-        wait_summaries = []
+        wait_summaries, bucket_use = [], []
         for r in range(args.nginx_rounds):
             for name, port in ports.items():
                 if name == "registry" and r >= 2:
                     continue  # two runs are plenty to tell 10x
                 cpu0 = {who: bench.cpu_seconds(pid) for who, pid in (("garage", garage.pid), ("server", servers[name]))}
                 if name == "mount":
+                    before = s3_counters(metrics_port)
                     with WaitSampler(ng.proc.pid) as waits:
                         runs[name].append(bench.load(port, "", repos, args.seconds, work))
                     wait_summaries.append(waits.summary())
+                    bucket_use.append(per_second(before, s3_counters(metrics_port), args.seconds))
                 else:
                     runs[name].append(bench.load(port, "", repos, args.seconds, work, allow_errors=True))
                 for who, pid in (("garage", garage.pid), ("server", servers[name])):
@@ -523,6 +527,7 @@ def bench_nginx(args, work, mounts, garage, reg):
         ours, peer = statistics.median(runs["mount"]), statistics.median(runs["registry"])
         note("nginx: where the workers on the mount were, sampled every 5 ms, per round: "
              + "; ".join(wait_summaries))
+        note("nginx: the mount's use of the bucket per second, per round (its metrics): " + "; ".join(bucket_use))
         longer_ttl(args, work, mounts, mount_args, garage)
         figure("s3 nginx schema1-by-tag mount/registry-2.8", fmt(ours, 0), fmt(peer, 0) + " registry", "req/s",
                ours / peer, ">= 10x", ours / peer >= 10)
@@ -531,6 +536,37 @@ def bench_nginx(args, work, mounts, garage, reg):
             bench.pin(pid, os.sched_getaffinity(0))
         ng.stop()
     return m
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def s3_counters(port):
+    """The mount's S3 request and answer counters (`--metrics-listen`)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    counters = {}
+    for line in text.splitlines():
+        for family in ("registryfs_s3_requests_total", "registryfs_s3_answers_total"):
+            if line.startswith(family + "{"):
+                label = line[line.index('"') + 1:line.rindex('"')]
+                counters[(family.split("_")[2], label)] = float(line.rsplit(" ", 1)[1])
+    return counters
+
+
+def per_second(before, after, seconds):
+    rate = {k: (after.get(k, 0) - before.get(k, 0)) / seconds for k in after}
+    requests = ", ".join(f"{label.upper()} {rate[(kind, label)]:.0f}"
+                         for kind, label in sorted(rate) if kind == "requests")
+    answers = ", ".join(f"{label} {rate[(kind, label)]:.0f}" for kind, label in sorted(rate) if kind == "answers")
+    return f"requests {requests}; answers {answers}"
 
 
 # ---------------------------------------------------------------------------

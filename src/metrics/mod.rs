@@ -181,6 +181,26 @@ label!(
     }
 );
 
+label!(
+    /// A request to an S3 store (each page of a listing, each part of a blob counts).
+    S3Request, "kind", {
+        Get => "get",
+        Head => "head",
+        List => "list",
+    }
+);
+
+label!(
+    /// An S3 store's questions about links and listings: answered from memory, by
+    /// asking the bucket while the reader waited, or asked again in the background
+    /// before the answer kept would expire.
+    Answer, "result", {
+        Hit => "hit",
+        Miss => "miss",
+        Refreshed => "refreshed",
+    }
+);
+
 pub struct Metrics {
     pub lookups: Family<Found, 5>,
     pub opens: Family<Opened, 3>,
@@ -193,6 +213,8 @@ pub struct Metrics {
     pub blob_hashed_bytes: Counter,
     pub store_errors: Family<StoreError, 4>,
     pub store_changes: Family<Change, 3>,
+    pub s3_requests: Family<S3Request, 3>,
+    pub s3_answers: Family<Answer, 3>,
 }
 
 pub static METRICS: Metrics = Metrics::new();
@@ -224,6 +246,8 @@ impl Metrics {
             blob_hashed_bytes: Counter::new(),
             store_errors: Family::new(),
             store_changes: Family::new(),
+            s3_requests: Family::new(),
+            s3_answers: Family::new(),
         }
     }
 
@@ -295,6 +319,18 @@ impl Metrics {
             "registryfs_store_changes_total",
             "Store changes followed, by kind",
             &self.store_changes,
+        );
+        family(
+            &mut out,
+            "registryfs_s3_requests_total",
+            "Requests made to an S3 store, by kind",
+            &self.s3_requests,
+        );
+        family(
+            &mut out,
+            "registryfs_s3_answers_total",
+            "Questions about an S3 store's links and listings, by how they were answered",
+            &self.s3_answers,
         );
         out
     }

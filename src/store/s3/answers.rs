@@ -10,18 +10,22 @@
 //! may predate the change the clear is for). Bounded by bytes, least recently used
 //! first.
 //!
-//! An answer asked for in the second half of its lifetime is given as it is and asked
-//! again in the background ([`Refresher`]), so a tag in use never expires under its
-//! readers: a web server reads files synchronously, and a worker waiting for the bucket
-//! holds up all its connections. No answer is ever given older than the lifetime.
+//! An answer that is given out is asked again in the background half a lifetime after
+//! it was fetched ([`Refresher`]), once per answer given, so a tag in use never
+//! expires under its readers. The kernel asks about a name once per lifetime, just as
+//! the answer it got would expire; without this every such lookup would wait for the
+//! bucket, and a web server reads files synchronously: a worker waiting for the bucket
+//! holds up all its connections. An answer nobody asks for is refreshed once more and
+//! then left to expire, and no answer is ever given older than the lifetime.
 
 use crate::cache::{FreshLru, ReadStart};
 use crate::error::Result;
+use crate::metrics::{Answer, METRICS};
 use std::any::Any;
-use std::collections::HashSet;
-use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Memory for answers: thousands of links and listings.
 pub const ANSWER_CACHE_BYTES: u64 = 16 << 20;
@@ -76,13 +80,13 @@ impl Answers {
     pub fn get_or<T, F>(&self, question: Question, fetch: F) -> Result<T>
     where
         T: Clone + Send + Sync + 'static,
-        F: FnOnce() -> Result<T> + Send + 'static,
+        F: Fn() -> Result<T> + Clone + Send + 'static,
     {
         self.get_or_weighed(question, fetch, |_| 0)
     }
 
     /// [`Answers::get_or`], with `weigh` saying how many bytes an answer holds.
-    /// `fetch` may run later on a refresher thread (see the module's text).
+    /// `fetch` also runs later on a refresher thread (see the module's text).
     pub fn get_or_weighed<T, F>(
         &self,
         question: Question,
@@ -91,26 +95,36 @@ impl Answers {
     ) -> Result<T>
     where
         T: Clone + Send + Sync + 'static,
-        F: FnOnce() -> Result<T> + Send + 'static,
+        F: Fn() -> Result<T> + Clone + Send + 'static,
     {
         if self.entries.is_off() {
             return fetch();
         }
+        let half_life = self.entries.lifetime() / 2;
         // (Never of another type: each question's variant has one answer type.)
         if let Some((kept, age)) = self.entries.young_aged(&question) {
             if let Some(answer) = kept.downcast_ref::<T>().cloned() {
-                if age >= self.entries.lifetime() / 2 {
-                    if let Some(refresher) = &self.refresher {
-                        refresher.ask_again(question, fetch, weigh);
-                    }
-                }
+                METRICS.s3_answers.inc(Answer::Hit);
+                self.refresh(question, fetch, weigh, half_life.saturating_sub(age));
                 return Ok(answer);
             }
         }
+        METRICS.s3_answers.inc(Answer::Miss);
         let start = self.entries.start_read();
         let answer = fetch()?;
-        keep(&self.entries, start, question, &answer, weigh);
+        keep(&self.entries, start, question.clone(), &answer, weigh);
+        self.refresh(question, fetch, weigh, half_life);
         Ok(answer)
+    }
+
+    fn refresh<T, F>(&self, question: Question, fetch: F, weigh: fn(&T) -> u64, after: Duration)
+    where
+        T: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        if let Some(refresher) = &self.refresher {
+            refresher.schedule(question, fetch, weigh, after);
+        }
     }
 
     /// Forgets every answer (the store may have changed).
@@ -131,83 +145,154 @@ fn keep<T: Clone + Send + Sync + 'static>(
     entries.keep(start, question, kept, bytes);
 }
 
-/// Threads that ask questions again before their answers expire, one request per
-/// question at a time. When they are all busy a question is not queued: its answer
-/// then expires and the next reader asks, as without a refresher.
+/// Threads that ask questions again when they come due, one request per question at
+/// a time. A question is not scheduled twice, nor past [`MAX_SCHEDULED`]; a refresh
+/// that fails or runs late leaves the answer to expire, and the next reader asks, as
+/// without a refresher.
 struct Refresher {
-    jobs: SyncSender<Job>,
-    asking: Arc<Mutex<HashSet<Question>>>,
-    entries: Arc<FreshLru<Question, Kept>>,
+    shared: Arc<Schedule>,
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+struct Schedule {
+    entries: Arc<FreshLru<Question, Kept>>,
+    state: Mutex<Due>,
+    changed: Condvar,
+}
 
-/// Concurrent background questions: a few round trips at a time is what keeps a busy
-/// mount's tags young; more would compete with the readers' own requests.
-const REFRESH_THREADS: usize = 2;
-const REFRESH_QUEUE: usize = 64;
+#[derive(Default)]
+struct Due {
+    /// Earliest first.
+    heap: BinaryHeap<Reverse<Timed>>,
+    /// Questions scheduled or being asked.
+    asking: HashSet<Question>,
+    /// Ties in `heap` by order of scheduling.
+    next_seq: u64,
+    closed: bool,
+}
+
+struct Timed {
+    at: Instant,
+    seq: u64,
+    question: Question,
+    job: Box<dyn FnOnce() + Send>,
+}
+
+impl PartialEq for Timed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Timed {}
+impl PartialOrd for Timed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// Background requests at once: a few round trips at a time keep a busy mount's
+/// answers young; more would compete with the readers' own requests.
+const REFRESH_THREADS: usize = 4;
+/// Questions waiting for their time: thousands of tags in use.
+const MAX_SCHEDULED: usize = 16 * 1024;
+
+impl Schedule {
+    fn lock(&self) -> MutexGuard<'_, Due> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs due jobs until the refresher is dropped.
+    fn work(&self) {
+        let mut due = self.lock();
+        loop {
+            if due.closed {
+                return;
+            }
+            let wait = match due.heap.peek() {
+                Some(Reverse(next)) => next.at.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if !wait.is_zero() {
+                due = match self.changed.wait_timeout(due, wait) {
+                    Ok((due, _)) => due,
+                    Err(p) => p.into_inner().0,
+                };
+                continue;
+            }
+            let Some(Reverse(timed)) = due.heap.pop() else {
+                continue;
+            };
+            drop(due);
+            (timed.job)();
+            due = self.lock();
+            due.asking.remove(&timed.question);
+        }
+    }
+}
 
 impl Refresher {
     fn start(entries: Arc<FreshLru<Question, Kept>>) -> Refresher {
-        let (jobs, queue) = sync_channel::<Job>(REFRESH_QUEUE);
-        let queue = Arc::new(Mutex::new(queue));
+        let shared = Arc::new(Schedule {
+            entries,
+            state: Mutex::default(),
+            changed: Condvar::new(),
+        });
         for i in 0..REFRESH_THREADS {
-            let queue = queue.clone();
+            let schedule = shared.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("registryfs-s3-refresh-{i}"))
-                .spawn(move || loop {
-                    // The channel closes when the store is dropped.
-                    let job = match queue.lock() {
-                        Ok(queue) => queue.recv(),
-                        Err(_) => return,
-                    };
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
-                    }
-                });
+                .spawn(move || schedule.work());
             if let Err(e) = spawned {
                 log::warn!("no S3 refresher thread ({e}); answers expire under their readers");
             }
         }
-        Refresher {
-            jobs,
-            asking: Arc::default(),
-            entries,
-        }
+        Refresher { shared }
     }
 
-    fn ask_again<T, F>(&self, question: Question, fetch: F, weigh: fn(&T) -> u64)
+    /// Asks `question` again `after` from now, unless it is scheduled or being asked.
+    fn schedule<T, F>(&self, question: Question, fetch: F, weigh: fn(&T) -> u64, after: Duration)
     where
         T: Clone + Send + Sync + 'static,
         F: FnOnce() -> Result<T> + Send + 'static,
     {
-        let Ok(mut asking) = self.asking.lock() else {
-            return;
-        };
-        if !asking.insert(question.clone()) {
+        let mut due = self.shared.lock();
+        if due.asking.len() >= MAX_SCHEDULED || !due.asking.insert(question.clone()) {
             return;
         }
-        drop(asking);
-        let (entries, asking) = (self.entries.clone(), self.asking.clone());
+        let entries = self.shared.entries.clone();
         let asked = question.clone();
-        let job: Job = Box::new(move || {
+        let job = Box::new(move || {
             let start = entries.start_read();
             match fetch() {
-                Ok(answer) => keep(&entries, start, asked.clone(), &answer, weigh),
+                Ok(answer) => {
+                    METRICS.s3_answers.inc(Answer::Refreshed);
+                    keep(&entries, start, asked, &answer, weigh);
+                }
                 // The kept answer expires; the next reader asks and sees the error.
                 Err(e) => log::debug!("asking {asked:?} again: {e}"),
             }
-            if let Ok(mut asking) = asking.lock() {
-                asking.remove(&asked);
-            }
         });
-        // Full (all threads busy) or closed: the answer just expires.
-        if self.jobs.try_send(job).is_err() {
-            if let Ok(mut asking) = self.asking.lock() {
-                asking.remove(&question);
-            }
-        }
+        let seq = due.next_seq;
+        due.next_seq += 1;
+        due.heap.push(Reverse(Timed {
+            at: Instant::now() + after,
+            seq,
+            question,
+            job,
+        }));
+        drop(due);
+        self.shared.changed.notify_one();
+    }
+}
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.changed.notify_all();
     }
 }
 
@@ -228,7 +313,7 @@ mod tests {
         }
 
         /// A fetch that answers how many times it has been asked, this time included.
-        fn count(&self) -> impl FnOnce() -> Result<u32> + Send + 'static {
+        fn count(&self) -> impl Fn() -> Result<u32> + Clone + Send + 'static {
             let calls = self.0.clone();
             move || Ok(calls.fetch_add(1, Ordering::SeqCst) + 1)
         }
@@ -283,36 +368,50 @@ mod tests {
         assert_eq!(server.asked(), 2);
         let short = Answers::new(Duration::from_millis(20));
         ask(&short, &server, "a/");
-        std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(
-            ask(&short, &server, "a/"),
-            4,
-            "expired: asked, not given the old one"
-        );
+        // Refreshed once (after 10 ms), then left to expire.
+        std::thread::sleep(Duration::from_millis(60));
+        let given = ask(&short, &server, "a/");
+        assert!(given > 3, "expired: asked, not given the old one");
+        assert_eq!(given, server.asked(), "the newest answer");
+    }
+
+    /// Polls until the server was asked `n` times (or a few seconds passed).
+    fn wait_asked(server: &Server, n: u32) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while server.asked() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     #[test]
-    fn an_answer_in_use_is_asked_again_before_it_expires() {
-        let lifetime = Duration::from_millis(400);
+    fn an_answer_given_is_asked_again_before_it_expires_once() {
+        let lifetime = Duration::from_millis(600);
         let answers = Answers::new(lifetime);
         let server = Server::default();
         let first = Instant::now();
         assert_eq!(ask(&answers, &server, "a/"), 1);
-        std::thread::sleep(lifetime / 2);
-        // Old but young enough: given at once, and asked again in the background.
-        assert_eq!(ask(&answers, &server, "a/"), 1);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while server.asked() < 2 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
+        // Half a lifetime later it is asked again in the background...
+        wait_asked(&server, 2);
+        assert_eq!(server.asked(), 2, "refreshed");
+        // ...so the kernel's next question, a lifetime later, finds a young answer.
+        let next = first + lifetime;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        let given = ask(&answers, &server, "a/");
+        if first.elapsed() < lifetime * 3 / 2 {
+            assert_eq!(given, 2, "the refreshed answer, from memory");
         }
-        assert_eq!(server.asked(), 2, "one refresh");
-        let refreshed = ask(&answers, &server, "a/");
-        if first.elapsed() < lifetime {
-            assert_eq!(refreshed, 2, "the refreshed answer, from memory");
-            assert_eq!(server.asked(), 2);
-        }
-        // Never given older than the lifetime: unused, it expires.
-        std::thread::sleep(lifetime);
-        assert_eq!(ask(&answers, &server, "a/"), server.asked());
+        // Given once more, refreshed once more; then, unused, it is left to expire.
+        wait_asked(&server, 3);
+        std::thread::sleep(lifetime * 2);
+        assert_eq!(
+            server.asked(),
+            3,
+            "no refresh of an answer nobody asked for"
+        );
+        assert_eq!(
+            ask(&answers, &server, "a/"),
+            4,
+            "expired: asked, never older than the lifetime"
+        );
     }
 }

@@ -11,6 +11,7 @@
 
 use super::config::{Location, Settings};
 use crate::error::{Error, Result};
+use crate::metrics::{S3Request, METRICS};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path as KeyPath;
@@ -147,6 +148,7 @@ impl Client {
                 page_token: page_token.take(),
                 ..PaginatedListOptions::default()
             };
+            METRICS.s3_requests.inc(S3Request::List);
             let page = self
                 .runtime
                 .block_on(self.s3.list_paginated(Some(prefix), options))
@@ -180,6 +182,7 @@ impl Client {
     /// HEAD: the object's size and time, or None if it does not exist.
     pub fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
         let path = self.key_path(key)?;
+        METRICS.s3_requests.inc(S3Request::Head);
         match self.runtime.block_on(self.s3.head(&path)) {
             Ok(meta) => Ok(Some(ObjectInfo {
                 key: key.to_string(),
@@ -194,6 +197,7 @@ impl Client {
     /// GETs a small object whole, refusing more than `limit` bytes; None if missing.
     pub fn get_small(&self, key: &str, limit: u64) -> Result<Option<(Vec<u8>, SystemTime)>> {
         let path = self.key_path(key)?;
+        METRICS.s3_requests.inc(S3Request::Get);
         let fetched = self.runtime.block_on(async {
             let result = self.s3.get_opts(&path, GetOptions::default()).await?;
             if result.meta.size > limit {
@@ -227,6 +231,7 @@ impl Client {
             range: Some(GetRange::Bounded(range)),
             ..GetOptions::default()
         };
+        METRICS.s3_requests.inc(S3Request::Get);
         match self
             .runtime
             .block_on(async { self.s3.get_opts(&path, options).await?.bytes().await })
