@@ -178,19 +178,15 @@ impl<K: Hash + Eq, V: Clone> FreshLru<K, V> {
 
     /// The answer kept for `key` if it is younger than the lifetime.
     pub fn young(&self, key: &K) -> Option<V> {
-        self.young_aged(key).map(|(value, _)| value)
-    }
-
-    /// [`FreshLru::young`], with the answer's age.
-    pub fn young_aged(&self, key: &K) -> Option<(V, Duration)> {
         let lifetime = self.lifetime();
         let mut entries = self.lock();
-        let age = entries.get(key).map(|(at, _)| at.elapsed())?;
-        if age < lifetime {
-            entries.get(key).map(|(_, value)| (value.clone(), age))
-        } else {
-            entries.remove(key);
-            None
+        match entries.get(key) {
+            Some((at, value)) if at.elapsed() < lifetime => Some(value.clone()),
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
         }
     }
 

@@ -76,6 +76,12 @@ struct NamespaceOptions {
     /// fails with EIO); retries of quick failures begin within half of it [default: 10]
     #[arg(long, global = true, value_name = "SECONDS", value_parser = parse_timeout)]
     s3_timeout: Option<Duration>,
+    /// S3 store (mount): keep answers about links and listings young in the background
+    /// for this long after a reader last asked (about 8 requests per tag in use per tag
+    /// lifetime); 0: never, every lookup after a lifetime waits for the server
+    /// [default: 30]
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = registryfs::fuse::options::parse_seconds)]
+    s3_keep_warm: Option<Duration>,
     /// MiB of generated schema1 documents kept in memory (with the mount's other caches,
     /// listed in `registryfs mount --help`)
     #[arg(long, global = true, value_name = "MIB", default_value_t = 2)]
@@ -206,6 +212,7 @@ fn namespace(
             oci_repository: options.oci_repo.clone(),
             cache_dir: options.cache_dir.clone(),
             cache_max_bytes: options.cache_max_bytes,
+            s3_keep_warm: options.s3_keep_warm,
             s3: store::S3Overrides {
                 path_style: options.s3_path_style,
                 allow_http: options.s3_allow_http,

@@ -448,6 +448,46 @@ def longer_ttl(args, work, mounts, mount_args, garage):
          f"its workers: {waits.summary()}")
 
 
+def bench_remote(args, work, mounts, garage):
+    """nginx on a mount of a bucket that answers like a remote one: every request to
+    Garage goes through a proxy that holds it `--remote-ms` first (S3 from another
+    machine or region). With the default tag lifetime the mount asks about each tag in
+    use every second; compared with a 30 s lifetime (asking almost never), this shows
+    how much of that the readers wait for."""
+    proxy = FaultProxy(int(garage.endpoint.rsplit(":", 1)[1])).start()
+    CLEANUP.add("proxy", proxy.stop)
+    proxy.mode, proxy.delay = "slow", args.remote_ms / 1000
+    env = dict(os.environ, AWS_ENDPOINT_URL=proxy.endpoint)
+    rates, waits_seen = {}, {}
+    try:
+        for name, extra in (("lifetime 1 s", []), ("--tag-ttl 30", ["--tag-ttl", "30"])):
+            metrics_port = free_port()
+            m = mounts.start(f"remote-{extra[-1] if extra else 1}",
+                             ["--allow-other", "--threads", "16", "--metrics-listen", f"127.0.0.1:{metrics_port}",
+                              *extra], env=env)
+            ng = bench.start_nginx(args.registryfs, os.path.join(work, f"nginx-remote-{len(rates)}"), m.mountpoint)
+            try:
+                bench.warm_sequentially(ng.port, "", args.repos)  # every tag asked once
+                before = s3_counters(metrics_port)
+                with WaitSampler(ng.proc.pid) as waits:
+                    # (Requests that waited 5 s for a worker time out in wrk: allowed here.)
+                    rates[name] = bench.load(ng.port, "", args.repos, args.seconds * 2, work, allow_errors=True)
+                waits_seen[name] = waits.summary() + "; bucket use per second: " + per_second(
+                    before, s3_counters(metrics_port), args.seconds * 2)
+            finally:
+                ng.stop()
+                m.stop()
+    finally:
+        proxy.stop()
+        CLEANUP.remove(proxy.stop)
+    note(f"remote: every request to Garage held {args.remote_ms} ms by a proxy; nginx on a mount through it, "
+         f"{args.repos} repositories round robin, wrk -t2 -c64 -d{args.seconds * 2}s: " + "; ".join(
+             f"{name}: {fmt(rate, 0)} req/s, workers {waits_seen[name]}" for name, rate in rates.items()))
+    ours, ref = rates["lifetime 1 s"], rates["--tag-ttl 30"]
+    figure(f"s3 nginx schema1-by-tag with {args.remote_ms} ms per bucket request, lifetime 1 s vs 30 s",
+           fmt(ours, 0), fmt(ref, 0) + " with 30 s", "req/s", ours / ref, "(none)", None)
+
+
 def bench_nginx(args, work, mounts, garage, reg):
     repos = args.repos
     mount_args = ["--allow-other", "--threads", "16"]
@@ -662,7 +702,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--registryfs", required=True)
     ap.add_argument("--garage", help="garage binary (default: $GARAGE_BIN, else scripts/install-garage.sh)")
-    ap.add_argument("--only", default="blob,nginx,twin")
+    ap.add_argument("--only", default="blob,nginx,remote,twin")
     ap.add_argument("--blob-mib", type=int, default=256)
     ap.add_argument("--blob-rounds", type=int, default=3, help="cold rounds (a fresh mount each)")
     ap.add_argument("--warm-rounds", type=int, default=9)
@@ -670,6 +710,7 @@ def main(argv=None):
     ap.add_argument("--cold-tags", type=int, default=20, help="tags GET for the first time on each server")
     ap.add_argument("--seconds", type=int, default=3, help="wrk duration per run")
     ap.add_argument("--nginx-rounds", type=int, default=3)
+    ap.add_argument("--remote-ms", type=int, default=20, help="delay per bucket request in the remote section")
     ap.add_argument("--disk-dir", default=os.path.join(REPO_ROOT, "target", "bench"),
                     help="Garage's data and the cache folders go below (on disk, not tmpfs)")
     ap.add_argument("--timeout", type=int, default=600, help="abort (and clean up) after this many seconds")
@@ -714,6 +755,8 @@ def main(argv=None):
         first = None
         if "nginx" in sections:
             first = bench_nginx(args, work, mounts, garage, reg)
+        if "remote" in sections:
+            bench_remote(args, work, mounts, garage)
         if "twin" in sections:
             bench_twin(args, work, mounts, first or mounts.start("nginx", ["--allow-other"]), tags)
     except KeyboardInterrupt as e:

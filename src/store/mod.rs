@@ -198,6 +198,9 @@ pub struct OpenOptions {
     pub cache_dir: Option<PathBuf>,
     /// Bound of the blobs an S3 store keeps there (default: [`DEFAULT_CACHE_MAX_BYTES`]).
     pub cache_max_bytes: Option<u64>,
+    /// How long an S3 store keeps answers in use young after their last use (default:
+    /// [`s3::DEFAULT_KEEP_WARM`]; zero: not at all).
+    pub s3_keep_warm: Option<std::time::Duration>,
     /// An S3 store's client settings given on the command line.
     pub s3: S3Overrides,
     /// How long an S3 store may answer link and listing questions from memory: a
@@ -262,6 +265,7 @@ fn open_s3(
         dir: cache_dir,
         max_bytes: options.cache_max_bytes.unwrap_or(DEFAULT_CACHE_MAX_BYTES),
         answer_ttl: options.remote_ttl,
+        keep_warm: options.s3_keep_warm.unwrap_or(s3::DEFAULT_KEEP_WARM),
     };
     Ok(Arc::new(S3Store::open(&location, &settings, caching)?))
 }

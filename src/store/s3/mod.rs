@@ -33,6 +33,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::grammar::{child_path, is_repository_name, is_tag};
 pub use answers::ANSWER_CACHE_BYTES as S3_ANSWER_CACHE_BYTES;
+pub use answers::DEFAULT_KEEP_WARM;
 use answers::{Answers, Question};
 pub use blob_cache::DEFAULT_MAX_BYTES as DEFAULT_CACHE_MAX_BYTES;
 pub use blob_cache::PART_BUDGET_BYTES as S3_PART_BUDGET_BYTES;
@@ -73,6 +74,8 @@ pub struct Caching {
     /// How long link and listing answers are kept in memory (the mount's tag
     /// lifetime); zero: asked every time.
     pub answer_ttl: Duration,
+    /// How long answers in use are kept young after their last use (zero: not at all).
+    pub keep_warm: Duration,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -121,7 +124,7 @@ impl S3Store {
             cache_dir,
             blobs,
             documents: Mutex::new(WeighedLru::new(DOCUMENT_CACHE_BYTES)),
-            answers: Answers::new(caching.answer_ttl),
+            answers: Answers::new(caching.answer_ttl, caching.keep_warm),
         };
         // Fail here, naming the bucket and the server's answer, rather than on the
         // first lookup (credentials, region, a missing bucket).
