@@ -252,6 +252,28 @@ def check_answer_cache(report, binary, store, tmp, proxy, garage, key_prefix, mo
                  f"{cached} for {n1} with 1 s", [] if cached * 5 < uncached else ["not 5 times fewer"])
 
 
+def check_sigterm_with_refreshers(report, binary, store, tmp):
+    """A mount with the default tag lifetime, its answers being kept young (the
+    refresher threads start with the store, before the mount blocks SIGTERM for its
+    own threads), unmounts on SIGTERM and exits 0."""
+    mp = os.path.join(tmp, "mnt-sigterm")
+    mount = Mount(binary, store, mp, ["--cache-dir", os.path.join(tmp, "cache")],
+                  os.path.join(tmp, "mount-sigterm.log"))
+    try:
+        mount.start()
+        read_for(os.path.join(mp, REPO, "manifests", TAG, "schema2"), 1.0)
+        proc = mount.proc
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            code = None
+        report.check("stop", f"SIGTERM with answers kept young: unmounted, exit status {code}",
+                     [] if code == 0 and not os.path.ismount(mp) else ["not a clean stop"])
+    finally:
+        mount.stop()
+
+
 def check_blob_cache(report, binary, store, tmp, proxy, blobs, readers=4):
     """A mount with a 1 MiB cache bound: `readers` at once per blob get the right bytes
     from one download (one GET: each blob is under a part), and the cache folder stays
@@ -444,9 +466,12 @@ def main(argv=None):
         check_answer_cache(report, binary, store, tmp, proxy, garage, reg.key_prefix,
                            (other_digest, other_manifest))
 
-        # The S3 client's threads start before the mount's: SIGTERM must still unmount.
+        # The S3 store's threads (the client's, and the refreshers of a mount that keeps
+        # answers) start before the mount's: SIGTERM must still unmount, and the daemon
+        # exit by itself.
         stop_process(mount.proc, signal.SIGTERM, timeout=10)
         report.check("stop", "SIGTERM unmounts", [] if not os.path.ismount(mp) else ["still mounted"])
+        check_sigterm_with_refreshers(report, binary, store, tmp)
     except KeyboardInterrupt as e:
         interrupted = True
         report.fail("harness", "interrupted", e or "SIGINT")

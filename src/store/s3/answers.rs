@@ -292,7 +292,10 @@ impl Refresher {
             let schedule = shared.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("registryfs-s3-refresh-{i}"))
-                .spawn(move || schedule.work());
+                .spawn(move || {
+                    super::client::block_stop_signals();
+                    schedule.work()
+                });
             if let Err(e) = spawned {
                 log::warn!("no S3 refresher thread ({e}); answers expire under their readers");
             }

@@ -243,11 +243,12 @@ impl Client {
     }
 }
 
-/// The runtime's threads never take SIGINT or SIGTERM: a mount waits for them on one
-/// thread and unmounts (fuse::session). Started before the mount blocks them for its
-/// own threads, a runtime thread would otherwise take the signal's default action and
-/// end the process with the mount left behind.
-fn block_stop_signals() {
+/// The store's own threads (the runtime's, the answer refreshers) never take SIGINT
+/// or SIGTERM: a mount waits for them on one thread and unmounts (fuse::session).
+/// Started before the mount blocks them for its own threads, such a thread would
+/// otherwise take the signal's default action and end the process with the mount left
+/// behind.
+pub(super) fn block_stop_signals() {
     // SAFETY: plain libc signal-set manipulation on a local set, for this thread.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
