@@ -78,6 +78,22 @@ impl<K: Hash + Eq, V> WeighedLru<K, V> {
         self.bytes = 0;
     }
 
+    /// Drops the entries whose value `keep` refuses.
+    pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool)
+    where
+        K: Clone,
+    {
+        let gone: Vec<K> = self
+            .entries
+            .iter()
+            .filter(|(_, (value, _))| !keep(value))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            self.remove(&k);
+        }
+    }
+
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
@@ -127,39 +143,44 @@ impl<K: Hash + Eq, V: Clone> ByteLru<K, V> {
 }
 
 /// Answers about something that changes (a store's links, listings and small files):
-/// each kept for a lifetime, and all of them forgotten at once when a change is seen.
+/// each kept for a lifetime, and forgotten when a change is seen (all of them, or
+/// those read before some time).
 ///
 /// An answer read before a change and kept after its forget would outlive the change
-/// (for a whole lifetime, a minute on a watched mount), so a read notes where it
+/// (for a whole lifetime, a minute on a watched mount), so a read notes when it
 /// started ([`FreshLru::start_read`]) and [`FreshLru::keep`] checks, under the lock a
-/// forget also takes, that no forget happened since.
+/// forget also takes, that it started after every forget's cutoff.
 pub struct FreshLru<K: Hash + Eq, V> {
     /// Nanoseconds; 0: nothing is kept.
     lifetime_ns: AtomicU64,
-    /// Advanced by every forget, before it clears the map.
-    generation: AtomicU64,
-    entries: Mutex<WeighedLru<K, (Instant, V)>>,
+    state: Mutex<Kept<K, V>>,
 }
 
-/// Where a read of a [`FreshLru`]'s answer started.
+struct Kept<K: Hash + Eq, V> {
+    /// By the time their read started.
+    entries: WeighedLru<K, (Instant, V)>,
+    /// Reads started before this are not kept (the latest forget's).
+    cutoff: Option<Instant>,
+}
+
+/// When a read of a [`FreshLru`]'s answer started.
 #[derive(Clone, Copy, Debug)]
-pub struct ReadStart {
-    generation: u64,
-    at: Instant,
-}
+pub struct ReadStart(Instant);
 
-impl<K: Hash + Eq, V: Clone> FreshLru<K, V> {
+impl<K: Hash + Eq + Clone, V: Clone> FreshLru<K, V> {
     pub fn new(max_bytes: u64, lifetime: Duration) -> Self {
         FreshLru {
             lifetime_ns: AtomicU64::new(nanos(lifetime)),
-            generation: AtomicU64::new(0),
-            entries: Mutex::new(WeighedLru::new(max_bytes)),
+            state: Mutex::new(Kept {
+                entries: WeighedLru::new(max_bytes),
+                cutoff: None,
+            }),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, WeighedLru<K, (Instant, V)>> {
+    fn lock(&self) -> MutexGuard<'_, Kept<K, V>> {
         // Nothing in here is left half-changed by a panic elsewhere.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Keeps answers for `lifetime` from now on (zero: none), forgetting those kept.
@@ -179,11 +200,11 @@ impl<K: Hash + Eq, V: Clone> FreshLru<K, V> {
     /// The answer kept for `key` if it is younger than the lifetime.
     pub fn young(&self, key: &K) -> Option<V> {
         let lifetime = self.lifetime();
-        let mut entries = self.lock();
-        match entries.get(key) {
+        let mut kept = self.lock();
+        match kept.entries.get(key) {
             Some((at, value)) if at.elapsed() < lifetime => Some(value.clone()),
             Some(_) => {
-                entries.remove(key);
+                kept.entries.remove(key);
                 None
             }
             None => None,
@@ -192,24 +213,21 @@ impl<K: Hash + Eq, V: Clone> FreshLru<K, V> {
 
     /// To be called before the store is read for an answer to [`FreshLru::keep`].
     pub fn start_read(&self) -> ReadStart {
-        ReadStart {
-            generation: self.generation.load(Ordering::Acquire),
-            at: Instant::now(),
-        }
+        ReadStart(Instant::now())
     }
 
-    /// Keeps an answer read since `start`, weighing `bytes`, unless the cache was
-    /// forgotten meanwhile; its age counts from `start`.
+    /// Keeps an answer read since `start`, weighing `bytes`, unless a forget since
+    /// covers it; its age counts from `start`.
     pub fn keep(&self, start: ReadStart, key: K, value: V, bytes: u64) {
         if self.is_off() {
             return;
         }
         let gone = {
-            let mut entries = self.lock();
-            if self.generation.load(Ordering::Acquire) != start.generation {
+            let mut kept = self.lock();
+            if kept.cutoff.is_some_and(|cutoff| start.0 < cutoff) {
                 return;
             }
-            entries.put(key, (start.at, value), bytes)
+            kept.entries.put(key, (start.0, value), bytes)
         };
         // What leaves is dropped after the lock is let go.
         drop(gone);
@@ -217,13 +235,26 @@ impl<K: Hash + Eq, V: Clone> FreshLru<K, V> {
 
     /// Forgets every answer (the store changed).
     pub fn forget(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.lock().clear();
+        self.forget_older_than(Duration::ZERO);
+    }
+
+    /// Forgets the answers whose read started more than `age` ago, and keeps none such
+    /// from reads still running.
+    pub fn forget_older_than(&self, age: Duration) {
+        let now = Instant::now();
+        let cutoff = now.checked_sub(age).unwrap_or(now);
+        let mut kept = self.lock();
+        kept.cutoff = Some(kept.cutoff.map_or(cutoff, |c| c.max(cutoff)));
+        if age.is_zero() {
+            kept.entries.clear();
+        } else {
+            kept.entries.retain(|(at, _)| *at >= cutoff);
+        }
     }
 
     /// The bytes held now.
     pub fn bytes(&self) -> u64 {
-        self.lock().bytes()
+        self.lock().entries.bytes()
     }
 }
 
@@ -319,5 +350,27 @@ mod tests {
             // Either the keep came first (and the forget cleared it) or it saw the forget.
             assert_eq!(cache.young(&"link"), None, "round {round}");
         }
+    }
+
+    #[test]
+    fn a_partial_forget_drops_only_what_was_read_before_its_cutoff() {
+        let cache = FreshLru::new(100, Duration::from_secs(60));
+        let early = cache.start_read();
+        cache.keep(early, "old", 1, 10);
+        std::thread::sleep(Duration::from_millis(40));
+        let late = cache.start_read();
+        cache.keep(late, "new", 2, 10);
+        cache.forget_older_than(Duration::from_millis(20));
+        assert_eq!((cache.young(&"old"), cache.young(&"new")), (None, Some(2)));
+        assert_eq!(cache.bytes(), 10);
+        // A read still running that started before the cutoff is not kept either.
+        cache.keep(early, "slow", 3, 10);
+        assert_eq!(cache.young(&"slow"), None);
+        cache.keep(late, "quick", 4, 10);
+        assert_eq!(cache.young(&"quick"), Some(4));
+        // A later, shorter cutoff never moves it back.
+        cache.forget_older_than(Duration::from_secs(3600));
+        cache.keep(early, "slow", 3, 10);
+        assert_eq!(cache.young(&"slow"), None);
     }
 }

@@ -4,10 +4,12 @@
 //!
 //! An answer is kept for the lifetime the mount gives tag paths (`--tag-ttl`; the
 //! kernel keeps its own answers as long), so a push shows through the mount within
-//! about two lifetimes, and all answers go when the mount's change poll comes round
-//! ([`Answers::clear`]). Errors are never kept: once the server answers again, so does
-//! the mount. An answer fetched while [`Answers::clear`] ran is not kept either (it
-//! may predate the change the clear is for). Bounded by bytes, least recently used
+//! about two lifetimes, and when the mount's change poll comes round the answers
+//! fetched before the previous poll go ([`Answers::forget_older_than`]: with lifetimes
+//! shorter than the poll's interval, as by default, none; dropping all would make every
+//! reader wait for the bucket at once, every poll). Errors are never kept: once the
+//! server answers again, so does the mount. An answer whose fetch started before such a
+//! cutoff is not kept either. Bounded by bytes, least recently used
 //! first.
 //!
 //! An answer in use is kept young ([`Refresher`]): three quarters of a lifetime after
@@ -135,9 +137,10 @@ impl Answers {
         }
     }
 
-    /// Forgets every answer (the store may have changed).
-    pub fn clear(&self) {
-        self.entries.forget();
+    /// Forgets the answers fetched more than `age` ago (the store may have changed
+    /// since); zero: all of them.
+    pub fn forget_older_than(&self, age: Duration) {
+        self.entries.forget_older_than(age);
     }
 }
 
@@ -383,7 +386,7 @@ mod tests {
         assert_eq!(ask(&answers, &server, "a/"), 1, "the second from memory");
         ask(&answers, &server, "b/");
         assert_eq!(server.asked(), 2, "another prefix is another question");
-        answers.clear();
+        answers.forget_older_than(Duration::ZERO);
         ask(&answers, &server, "a/");
         assert_eq!(server.asked(), 3, "asked again after a clear");
     }
@@ -399,7 +402,7 @@ mod tests {
         assert_eq!(server.asked(), 1, "the error was not kept");
         let clearing = answers.clone();
         let across = answers.get_or(Question::Head("h".into()), move || {
-            clearing.clear();
+            clearing.forget_older_than(Duration::ZERO);
             Ok(0u32)
         });
         assert!(across.is_ok());

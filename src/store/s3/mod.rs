@@ -60,6 +60,8 @@ pub struct S3Store {
     documents: Mutex<Documents>,
     /// Links and listings, for a short time.
     answers: Answers,
+    /// When [`Store::changed`] was last called (or the store opened).
+    polled: Mutex<std::time::Instant>,
 }
 
 type Documents = WeighedLru<String, (Arc<[u8]>, SystemTime)>;
@@ -125,6 +127,7 @@ impl S3Store {
             blobs,
             documents: Mutex::new(WeighedLru::new(DOCUMENT_CACHE_BYTES)),
             answers: Answers::new(caching.answer_ttl, caching.keep_warm),
+            polled: Mutex::new(std::time::Instant::now()),
         };
         // Fail here, naming the bucket and the server's answer, rather than on the
         // first lookup (credentials, region, a missing bucket).
@@ -409,8 +412,12 @@ impl Store for S3Store {
         (self.cache_dir.clone(), crate::watch::Layout::Remote)
     }
 
+    /// Called at each change poll: the answers fetched before the previous poll go
+    /// (see [`answers`]; nothing tells a mount when a bucket changes).
     fn changed(&self) {
-        self.answers.clear();
+        let mut polled = self.polled.lock().unwrap_or_else(|p| p.into_inner());
+        self.answers.forget_older_than(polled.elapsed());
+        *polled = std::time::Instant::now();
     }
 }
 
