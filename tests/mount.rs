@@ -911,7 +911,7 @@ fn metrics_count_what_the_mount_serves() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let m = Mount::start(
+    let mut m = Mount::start(
         &w,
         &fx,
         &["--no-passthrough", "--metrics-listen", &listen],
@@ -969,6 +969,11 @@ fn metrics_count_what_the_mount_serves() {
     let later = scrape();
     let name = "registryfs_lookups_total{result=\"file\"}";
     assert!(metric(&later, name) >= metric(&text, name));
+    // The listener's thread starts before the mount's: SIGTERM must still unmount.
+    kill(m.pid, libc::SIGTERM);
+    let status = m.wait_exit(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status:?}\n{}", m.log());
+    assert!(!is_mounted(&m.mnt));
 }
 
 #[test]

@@ -50,7 +50,17 @@ pub fn serve(
     settings: &MountSettings,
     ready: Ready,
 ) -> Result<()> {
-    match serve_metrics(settings).and_then(|()| mount(ns, store, mountpoint, settings)) {
+    // Signals are taken by one thread (see `stop_on_signal`); block them before any
+    // thread of the mount starts (the metrics listener, the store watcher, fuser's),
+    // so that all inherit the mask: a thread that did not would take SIGTERM's default
+    // action and end the process with the mount left behind.
+    let mounted = StopSignals::block()
+        .map_err(|e| Error::io(mountpoint, e))
+        .and_then(|signals| {
+            serve_metrics(settings)?;
+            mount(ns, store, mountpoint, settings, signals)
+        });
+    match mounted {
         Ok(mounted) => {
             ready.ok();
             run(mounted)
@@ -86,6 +96,7 @@ fn mount(
     store: &Path,
     mountpoint: &Path,
     settings: &MountSettings,
+    signals: StopSignals,
 ) -> Result<Mounted> {
     let mp_err = |e: io::Error| Error::io(mountpoint, e);
     clear_stale_mount(mountpoint).map_err(mp_err)?;
@@ -97,9 +108,6 @@ fn mount(
         )));
     }
     let owner = store_owner(store)?;
-    // Signals are taken by one thread (see `stop_on_signal`); block them before the
-    // store watcher and fuser start their threads, so they inherit the mask.
-    let signals = StopSignals::block().map_err(mp_err)?;
     let ns = Arc::new(ns);
     let inodes = Arc::new(InodeTable::new());
     let epoch = Arc::new(ChangeEpoch::default());
