@@ -110,15 +110,16 @@ class Cleanup:
 CLEANUP = Cleanup()
 
 
-def is_mountpoint(path):
-    try:
-        return os.stat(path).st_dev != os.stat(os.path.dirname(os.path.abspath(path))).st_dev
-    except OSError:
-        return False
+def mounted(path):
+    """Whether something is mounted at `path`, a mount whose daemon died included
+    (a stat of it fails with ENOTCONN)."""
+    path = os.path.abspath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split(" ")[4] == path for line in f if line.count(" ") > 4)
 
 
 def detach(path):
-    if os.path.ismount(path) or is_mountpoint(path):
+    if mounted(path):
         subprocess.run(["umount", "-l", path], capture_output=True, timeout=10)
 
 

@@ -107,6 +107,15 @@ def start_on_a_free_port(server, launch, path="/v2/"):
     raise last
 
 
+def mounted(path):
+    """Whether something is mounted at `path` (/proc/self/mountinfo: a mount whose
+    daemon died is there too, while a stat of it fails with ENOTCONN and
+    os.path.ismount says no)."""
+    path = os.path.abspath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split(" ")[4] == path for line in f if line.count(" ") > 4)
+
+
 class Mount:
     """`registryfs mount STORE MOUNTPOINT --allow-other` in the foreground."""
 
@@ -139,7 +148,7 @@ class Mount:
         proc, self.proc = self.proc, None
         # SIGTERM unmounts and exits; a mount left behind is detached lazily.
         stop_process(proc, signal.SIGTERM, timeout=10)
-        if os.path.ismount(self.mountpoint):
+        if mounted(self.mountpoint):
             subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], capture_output=True, timeout=10)
         if self._log:
             self._log.close()

@@ -29,6 +29,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "oracle"))
+sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "httpd"))
+from servers import mounted  # noqa: E402
 
 WRITER = """
 import os, sys, time
@@ -99,7 +102,7 @@ def main():
                 except subprocess.TimeoutExpired:
                     os.kill(p.pid, signal.SIGKILL)
                     p.wait(timeout=5)
-        if os.path.ismount(mnt):
+        if mounted(mnt):
             subprocess.run(["fusermount3", "-u", "-z", mnt], capture_output=True, timeout=10)
         log.close()
         with open(os.path.join(tmp, "mount.log"), "rb") as f:

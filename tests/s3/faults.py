@@ -52,7 +52,7 @@ from registry import RegistryError  # noqa: E402
 from run import Report, resolve_binary  # noqa: E402
 from s3client import S3Error  # noqa: E402
 from s3registry import S3Registry  # noqa: E402
-from servers import Mount, ServerError  # noqa: E402
+from servers import Mount, ServerError, mounted  # noqa: E402
 from store_oracle import installed_garage  # noqa: E402
 
 SKIP = 77
@@ -269,7 +269,7 @@ def check_sigterm_with_refreshers(report, binary, store, tmp):
         except subprocess.TimeoutExpired:
             code = None
         report.check("stop", f"SIGTERM with answers kept young: unmounted, exit status {code}",
-                     [] if code == 0 and not os.path.ismount(mp) else ["not a clean stop"])
+                     [] if code == 0 and not mounted(mp) else ["not a clean stop"])
     finally:
         mount.stop()
 
@@ -470,7 +470,7 @@ def main(argv=None):
         # answers) start before the mount's: SIGTERM must still unmount, and the daemon
         # exit by itself.
         stop_process(mount.proc, signal.SIGTERM, timeout=10)
-        report.check("stop", "SIGTERM unmounts", [] if not os.path.ismount(mp) else ["still mounted"])
+        report.check("stop", "SIGTERM unmounts", [] if not mounted(mp) else ["still mounted"])
         check_sigterm_with_refreshers(report, binary, store, tmp)
     except KeyboardInterrupt as e:
         interrupted = True
