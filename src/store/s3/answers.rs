@@ -15,7 +15,7 @@
 //! kernel's questions, once a lifetime, do not wait for the bucket; no answer is ever
 //! given older than the lifetime.
 
-use super::refresher::{refresh_period, Refresher};
+use super::refresher::Refresher;
 use crate::cache::{FreshLru, ReadStart};
 use crate::error::Result;
 use crate::metrics::{Answer, METRICS};
@@ -99,14 +99,11 @@ impl Answers {
         if self.entries.is_off() {
             return fetch();
         }
-        let due_in = refresh_period(self.entries.lifetime());
         // (Never of another type: each question's variant has one answer type.)
         if let Some(kept) = self.entries.young(&question) {
             if let Some(answer) = kept.downcast_ref::<T>().cloned() {
                 METRICS.s3_answers.inc(Answer::Hit);
-                // From now, not from the fetch: the kernel keeps what it is given for a
-                // lifetime from now, then asks again.
-                self.refresh(question, fetch, weigh, due_in);
+                self.refresh(question, fetch, weigh);
                 return Ok(answer);
             }
         }
@@ -115,17 +112,17 @@ impl Answers {
         let start = self.entries.start_read();
         let answer = fetch()?;
         keep(&self.entries, start, question.clone(), &answer, weigh);
-        self.refresh(question, fetch, weigh, due_in);
+        self.refresh(question, fetch, weigh);
         Ok(answer)
     }
 
-    fn refresh<T, F>(&self, question: Question, fetch: F, weigh: fn(&T) -> u64, after: Duration)
+    fn refresh<T, F>(&self, question: Question, fetch: F, weigh: fn(&T) -> u64)
     where
         T: Clone + Send + Sync + 'static,
         F: Fn() -> Result<T> + Send + Sync + 'static,
     {
         if let Some(refresher) = &self.refresher {
-            refresher.given(question, fetch, weigh, after);
+            refresher.given(question, fetch, weigh);
         }
     }
 

@@ -19,13 +19,6 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// When an answer is asked again: three quarters of a lifetime after it was given out
-/// (the kernel keeps what it is given for a lifetime from then), so that the new
-/// answer is there before the kernel asks.
-pub fn refresh_period(lifetime: Duration) -> Duration {
-    lifetime * 3 / 4
-}
-
 /// Threads that ask questions again when they come due. A
 /// refresh that fails or runs late leaves the answer to expire, and the next reader
 /// asks, as without a refresher.
@@ -35,7 +28,9 @@ pub struct Refresher {
 
 struct Schedule {
     entries: Arc<FreshLru<Question, Kept>>,
-    /// [`refresh_period`].
+    /// When an answer is asked again: three quarters of a lifetime after it was given
+    /// out, counted from then, not from its fetch (the kernel keeps what it is given for
+    /// a lifetime from then), so that the new answer is there before the kernel asks.
     period: Duration,
     /// Since an answer's last use.
     keep_warm: Duration,
@@ -55,8 +50,8 @@ struct Due {
     closed: bool,
 }
 
-/// Asks a question again and keeps the answer.
-type Job = Arc<dyn Fn() + Send + Sync>;
+/// Asks a question (the one it was made for) again and keeps the answer.
+type Job = Arc<dyn Fn(&Question) + Send + Sync>;
 
 struct Timed {
     at: Instant,
@@ -137,7 +132,7 @@ impl Schedule {
                 continue;
             };
             drop(due);
-            (timed.job)();
+            (timed.job)(&timed.question);
             due = self.lock();
             let still_used = due
                 .warm
@@ -155,7 +150,7 @@ impl Schedule {
 impl Refresher {
     pub fn start(entries: Arc<FreshLru<Question, Kept>>, keep_warm: Duration) -> Refresher {
         let shared = Arc::new(Schedule {
-            period: refresh_period(entries.lifetime()),
+            period: entries.lifetime() * 3 / 4,
             keep_warm,
             entries,
             state: Mutex::default(),
@@ -176,9 +171,9 @@ impl Refresher {
         Refresher { shared }
     }
 
-    /// `question`'s answer was given out: it is asked again `after` from now, unless it
+    /// `question`'s answer was given out: it is asked again a period from now, unless it
     /// is kept young already.
-    pub fn given<T, F>(&self, question: Question, fetch: F, weigh: fn(&T) -> u64, after: Duration)
+    pub fn given<T, F>(&self, question: Question, fetch: F, weigh: fn(&T) -> u64)
     where
         T: Clone + Send + Sync + 'static,
         F: Fn() -> Result<T> + Send + Sync + 'static,
@@ -194,8 +189,7 @@ impl Refresher {
         }
         due.warm.insert(question.clone(), now);
         let entries = self.shared.entries.clone();
-        let asked = question.clone();
-        let job: Job = Arc::new(move || {
+        let job: Job = Arc::new(move |asked: &Question| {
             let start = entries.start_read();
             match fetch() {
                 Ok(answer) => {
@@ -206,7 +200,7 @@ impl Refresher {
                 Err(e) => log::debug!("asking {asked:?} again: {e}"),
             }
         });
-        due.push(now + after, question, job);
+        due.push(now + self.shared.period, question, job);
         drop(due);
         self.shared.changed.notify_one();
     }
