@@ -52,7 +52,7 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "httpd"))
 
 from harness import stop_cleanly_on_signals  # noqa: E402
 from registry import SIGNING_KEY_JWK, Registry  # noqa: E402
-from servers import Nginx, ServerError, stop_process, tail  # noqa: E402
+from servers import Nginx, ServerError, mounted, stop_process, tail  # noqa: E402
 
 from changes import bench_changes  # noqa: E402
 from verify import bench_verify  # noqa: E402
@@ -108,14 +108,6 @@ class Cleanup:
 
 
 CLEANUP = Cleanup()
-
-
-def mounted(path):
-    """Whether something is mounted at `path`, a mount whose daemon died included
-    (a stat of it fails with ENOTCONN)."""
-    path = os.path.abspath(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split(" ")[4] == path for line in f if line.count(" ") > 4)
 
 
 def detach(path):
