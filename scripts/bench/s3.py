@@ -37,7 +37,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -65,7 +64,7 @@ from registry import RegistryError  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
 from s3client import S3Error  # noqa: E402
 from s3registry import S3Registry  # noqa: E402
-from servers import ServerError  # noqa: E402
+from servers import ServerError, free_port  # noqa: E402
 
 note, figure, fmt, CLEANUP = bench.note, bench.figure, bench.fmt, bench.CLEANUP
 MIB = 1 << 20
@@ -576,12 +575,6 @@ def bench_nginx(args, work, mounts, garage, reg):
             bench.pin(pid, os.sched_getaffinity(0))
         ng.stop()
     return m
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def s3_counters(port):
