@@ -44,13 +44,18 @@ pub enum Question {
 }
 
 impl Question {
-    fn bytes(&self) -> u64 {
+    /// The key or prefix asked about.
+    pub fn key(&self) -> &str {
         let (Question::Link(k)
         | Question::Head(k)
         | Question::List(k)
         | Question::HasPrefix(k)
         | Question::Newest(k)) = self;
-        k.len() as u64
+        k
+    }
+
+    fn bytes(&self) -> u64 {
+        self.key().len() as u64
     }
 }
 
@@ -74,12 +79,13 @@ impl Answers {
         Answers { entries, refresher }
     }
 
-    /// The kept answer to `question` if it is young enough, else `fetch`'s (kept if it
-    /// is not an error). For answers that are small whatever they say.
+    /// The kept answer to `question` if it is young enough, else what `fetch` answers
+    /// for the question's key (kept if it is not an error). For answers that are small
+    /// whatever they say.
     pub fn get_or<T, F>(&self, question: Question, fetch: F) -> Result<T>
     where
         T: Clone + Send + Sync + 'static,
-        F: Fn() -> Result<T> + Send + Sync + 'static,
+        F: Fn(&str) -> Result<T> + Send + Sync + 'static,
     {
         self.get_or_weighed(question, fetch, |_| 0)
     }
@@ -94,10 +100,10 @@ impl Answers {
     ) -> Result<T>
     where
         T: Clone + Send + Sync + 'static,
-        F: Fn() -> Result<T> + Send + Sync + 'static,
+        F: Fn(&str) -> Result<T> + Send + Sync + 'static,
     {
         if self.entries.is_off() {
-            return fetch();
+            return fetch(question.key());
         }
         // (Never of another type: each question's variant has one answer type.)
         if let Some(kept) = self.entries.young(&question) {
@@ -110,7 +116,7 @@ impl Answers {
         METRICS.s3_answers.inc(Answer::Miss);
         log::debug!("asking {question:?}");
         let start = self.entries.start_read();
-        let answer = fetch()?;
+        let answer = fetch(question.key())?;
         keep(&self.entries, start, question.clone(), &answer, weigh);
         self.refresh(question, fetch, weigh);
         Ok(answer)
@@ -119,7 +125,7 @@ impl Answers {
     fn refresh<T, F>(&self, question: Question, fetch: F, weigh: fn(&T) -> u64)
     where
         T: Clone + Send + Sync + 'static,
-        F: Fn() -> Result<T> + Send + Sync + 'static,
+        F: Fn(&str) -> Result<T> + Send + Sync + 'static,
     {
         if let Some(refresher) = &self.refresher {
             refresher.given(question, fetch, weigh);
@@ -164,9 +170,9 @@ mod tests {
         }
 
         /// A fetch that answers how many times it has been asked, this time included.
-        fn count(&self) -> impl Fn() -> Result<u32> + Send + Sync + 'static {
+        fn count(&self) -> impl Fn(&str) -> Result<u32> + Send + Sync + 'static {
             let calls = self.0.clone();
-            move || Ok(calls.fetch_add(1, Ordering::SeqCst) + 1)
+            move |_: &str| Ok(calls.fetch_add(1, Ordering::SeqCst) + 1)
         }
     }
 
@@ -193,13 +199,13 @@ mod tests {
     fn errors_and_answers_across_a_clear_are_not_kept() {
         let answers = Arc::new(Answers::new(Duration::from_secs(60), DEFAULT_KEEP_WARM));
         let q = || Question::Link("k".into());
-        let failed = answers.get_or(q(), || Err::<u32, _>(Error::NotFound("down".into())));
+        let failed = answers.get_or(q(), |_: &str| Err::<u32, _>(Error::NotFound("down".into())));
         assert!(failed.is_err());
         let server = Server::default();
         answers.get_or(q(), server.count()).expect("answer");
         assert_eq!(server.asked(), 1, "the error was not kept");
         let clearing = answers.clone();
-        let across = answers.get_or(Question::Head("h".into()), move || {
+        let across = answers.get_or(Question::Head("h".into()), move |_: &str| {
             clearing.forget_older_than(Duration::ZERO);
             Ok(0u32)
         });
@@ -237,7 +243,7 @@ mod tests {
         let waited = Arc::new(AtomicU32::new(0));
         let ask_as_kernel = || {
             let (calls, waited) = (server.0.clone(), waited.clone());
-            let fetch = move || {
+            let fetch = move |_: &str| {
                 let refreshing = std::thread::current()
                     .name()
                     .is_some_and(|n| n.starts_with("registryfs-s3-refresh"));

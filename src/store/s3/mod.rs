@@ -142,24 +142,26 @@ impl S3Store {
 
     /// A delimited listing of `prefix`, all pages.
     fn listing(&self, prefix: &str) -> Result<Arc<Listing>> {
-        let (client, asked) = (self.client.clone(), prefix.to_string());
-        let fetch = move || Ok(Arc::new(client.list(&asked, None)?));
+        let client = self.client.clone();
+        let fetch = move |prefix: &str| Ok(Arc::new(client.list(prefix, None)?));
         self.answers
             .get_or_weighed(Question::List(prefix.into()), fetch, |l| l.bytes())
     }
 
     fn has_prefix(&self, prefix: &str) -> Result<bool> {
-        let (client, asked) = (self.client.clone(), prefix.to_string());
+        let client = self.client.clone();
         self.answers
-            .get_or(Question::HasPrefix(prefix.into()), move || {
-                client.has_prefix(&asked)
+            .get_or(Question::HasPrefix(prefix.into()), move |prefix: &str| {
+                client.has_prefix(prefix)
             })
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
-        let (client, asked) = (self.client.clone(), key.to_string());
+        let client = self.client.clone();
         self.answers
-            .get_or(Question::Head(key.into()), move || client.head(&asked))
+            .get_or(Question::Head(key.into()), move |key: &str| {
+                client.head(key)
+            })
     }
 }
 
@@ -170,15 +172,14 @@ impl LinkedObjects for S3Store {
 
     /// S3 writes an object whole, so there is no half-written link to read again.
     fn read_link(&self, rel: &str) -> Result<Option<(Digest, SystemTime)>> {
-        let key = self.key(rel);
-        let (client, asked) = (self.client.clone(), key.clone());
-        let fetch = move || {
-            let Some((bytes, mtime)) = client.get_small(&asked, MAX_LINK_BYTES)? else {
+        let client = self.client.clone();
+        let fetch = move |key: &str| {
+            let Some((bytes, mtime)) = client.get_small(key, MAX_LINK_BYTES)? else {
                 return Ok(None);
             };
-            Ok(Some((parse_link(&client.url(&asked), &bytes)?, mtime)))
+            Ok(Some((parse_link(&client.url(key), &bytes)?, mtime)))
         };
-        self.answers.get_or(Question::Link(key), fetch)
+        self.answers.get_or(Question::Link(self.key(rel)), fetch)
     }
 
     fn exists(&self, rel: &str) -> Result<bool> {
@@ -237,13 +238,13 @@ impl LinkedObjects for S3Store {
 impl S3Store {
     /// The newest `LastModified` below `rel/`, or None if nothing is there.
     fn newest_below(&self, rel: &str) -> Result<Option<SystemTime>> {
-        let prefix = self.key(&format!("{rel}/"));
-        let (client, asked) = (self.client.clone(), prefix.clone());
-        let fetch = move || {
-            let objects = client.list_recursive(&asked)?;
+        let client = self.client.clone();
+        let fetch = move |prefix: &str| {
+            let objects = client.list_recursive(prefix)?;
             Ok(objects.iter().map(|o| o.mtime).max())
         };
-        self.answers.get_or(Question::Newest(prefix), fetch)
+        self.answers
+            .get_or(Question::Newest(self.key(&format!("{rel}/"))), fetch)
     }
 }
 

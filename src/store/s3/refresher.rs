@@ -176,7 +176,7 @@ impl Refresher {
     pub fn given<T, F>(&self, question: Question, fetch: F, weigh: fn(&T) -> u64)
     where
         T: Clone + Send + Sync + 'static,
-        F: Fn() -> Result<T> + Send + Sync + 'static,
+        F: Fn(&str) -> Result<T> + Send + Sync + 'static,
     {
         let now = Instant::now();
         let mut due = self.shared.lock();
@@ -191,7 +191,7 @@ impl Refresher {
         let entries = self.shared.entries.clone();
         let job: Job = Arc::new(move |asked: &Question| {
             let start = entries.start_read();
-            match fetch() {
+            match fetch(asked.key()) {
                 Ok(answer) => {
                     METRICS.s3_answers.inc(Answer::Refreshed);
                     keep(&entries, start, asked.clone(), &answer, weigh);
