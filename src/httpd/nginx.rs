@@ -142,6 +142,7 @@ fn nginx_http_level(opts: &HttpdOptions) -> String {
     }
     out.push_str("}\n");
     out.push_str(NOT_MODIFIED_MAPS);
+    out.push_str(REALPATH_ONCE_MAPS);
     out.push_str(
         "# The tag's revision is resolved only for a conditional request (no such link).\n\
          map $http_if_none_match $rfs_revision_link {\n\
@@ -173,7 +174,7 @@ fn nginx_catalog(opts: &HttpdOptions) -> String {
          \x20       root {page};\n\
          \x20       set $rfs_real \"\";\n\
          \x20       set $rfs_link_header \"\";\n\
-         \x20       if (-e {page}) {{ set $rfs_real $realpath_root; }}\n\
+         \x20       if (-e {page}) {{ set $rfs_real $rfs_real_page; }}\n\
          \x20       if ($rfs_real ~ \"/{CATALOG_FOLDER}/invalid-n\\.([0-9]+)$\") {{\n\
          \x20           set $rfs_ref $1;\n\
          \x20           rewrite ^ /_rfs/catalog-invalid last;\n\
@@ -211,6 +212,17 @@ fn nginx_catalog(opts: &HttpdOptions) -> String {
         invalid = PAGINATION_INVALID_BODY.replace("{n}", "$rfs_ref"),
     )
 }
+
+/// One variable per place a link is resolved, each worth one `realpath(3)`.
+/// `set $x $realpath_root` would resolve the path twice (nginx computes a `set` value's
+/// length, then its bytes, and `$realpath_root` is not cached), and realpath costs a
+/// `readlink` per path component: on the mount, 20 of them per request by tag, the
+/// worker's main cost in kernel time. A `map` is computed once per request.
+const REALPATH_ONCE_MAPS: &str =
+    "\n# $realpath_root resolved once per use (`set $x $realpath_root` resolves it twice).\n\
+map $realpath_root $rfs_real_revision { \"~^(.*)$\" $1; }\n\
+map $realpath_root $rfs_real_pick { \"~^(.*)$\" $1; }\n\
+map $realpath_root $rfs_real_page { \"~^(.*)$\" $1; }\n";
 
 /// `If-None-Match` as registry 2.8.2 reads it. Manifests: the revision (a tag's link,
 /// or the digest in the URL, whether or not it is stored) equals a header line, bare or
@@ -286,16 +298,17 @@ fn nginx_server(opts: &HttpdOptions) -> String {
         let digests = match reftype {
             RefType::Tag => format!(
                 "        # The tag's revision and the picked file's digest, from the links of\n\
-                 \x20       # the tag's digest folder (`root` is only used for $realpath_root).\n\
+                 \x20       # the tag's digest folder (`root` is only used for $realpath_root, which the\n\
+                 \x20       # $rfs_real_* maps read).\n\
                  \x20       root $rfs_link;\n\
                  \x20       set $rfs_link $rfs_dir/{folder}/$rfs_revision_link;\n\
                  \x20       set $rfs_real \"\";\n\
-                 \x20       if (-e $rfs_link) {{ set $rfs_real $realpath_root; }}\n\
+                 \x20       if (-e $rfs_link) {{ set $rfs_real $rfs_real_revision; }}\n\
                  \x20       if ($rfs_real ~ \"@(sha256:[0-9a-f]{{64}})$\") {{ set $rfs_revision $1; }}\n\
                  \x20       if ($rfs_not_modified) {{ return 304; }}\n\
                  \x20       if ($rfs_pick ~ \"^m/(.+)$\") {{ set $rfs_link $rfs_dir/{folder}/$1; }}\n\
                  \x20       set $rfs_real \"\";\n\
-                 \x20       if (-e $rfs_link) {{ set $rfs_real $realpath_root; }}\n\
+                 \x20       if (-e $rfs_link) {{ set $rfs_real $rfs_real_pick; }}\n\
                  \x20       # Stored bytes are served from their digest folder, so the body is\n\
                  \x20       # always the one the header names (a converted schema1 has none).\n\
                  \x20       if ($rfs_real ~ \"/(?:schema2|list|oci|oci-index)@(sha256:[0-9a-f]{{64}})$\") {{\n\
@@ -574,7 +587,10 @@ mod tests {
         assert!(!c.contains("js_import"));
         // Digests by tag from the links' real paths; 304s from the maps.
         assert!(c.contains("set $rfs_link $rfs_dir/digest/$rfs_revision_link;"));
-        assert!(c.contains("if (-e $rfs_link) { set $rfs_real $realpath_root; }"));
+        assert!(c.contains("if (-e $rfs_link) { set $rfs_real $rfs_real_revision; }"));
+        assert!(c.contains("if (-e $rfs_link) { set $rfs_real $rfs_real_pick; }"));
+        // Never `set` straight from $realpath_root: that resolves the path twice.
+        assert!(!c.contains("set $rfs_real $realpath_root"));
         assert!(c.contains("try_files $rfs_file/schema2 /_rfs/error/manifest-unknown;"));
         assert!(c.contains("map \"$rfs_revision|$http_if_none_match\" $rfs_not_modified {"));
         assert!(c.contains("if ($rfs_blob_not_modified) { return 304; }"));
