@@ -421,6 +421,17 @@ fn errno(r: std::io::Result<impl Sized>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
 }
 
+/// access(2)'s errno, None when allowed.
+fn access(path: &Path, mode: libc::c_int) -> Option<i32> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    if unsafe { libc::access(c.as_ptr(), mode) } == 0 {
+        None
+    } else {
+        std::io::Error::last_os_error().raw_os_error()
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Tests
 
@@ -593,7 +604,7 @@ fn digest_and_catalog_links_resolve_through_the_mount() {
 }
 
 #[test]
-fn writes_are_refused_with_erofs() {
+fn writes_are_refused_with_erofs_and_files_do_not_run() {
     require_fuse!();
     let w = Watchdog::new();
     let fx = Fixture::new();
@@ -638,7 +649,18 @@ fn writes_are_refused_with_erofs() {
     assert_eq!(fstype, "fuse.registryfs");
     assert_eq!(Path::new(&source), fx.store().canonicalize().unwrap());
     assert!(opts.split(',').any(|o| o == "ro"), "{opts}");
-    assert!(super_opts.contains("default_permissions"), "{super_opts}");
+    // No default_permissions (docs/performance.md): the daemon answers access(2) as the
+    // modes would, and the kernel refuses to run a file without an x bit.
+    assert!(!super_opts.contains("default_permissions"), "{super_opts}");
+    assert_eq!(access(&file, libc::R_OK), None, "access R_OK");
+    assert_eq!(access(&dir, libc::X_OK), None, "access X_OK of a folder");
+    assert_eq!(access(&file, libc::W_OK), erofs, "access W_OK");
+    assert_eq!(access(&file, libc::X_OK), Some(libc::EACCES), "access X_OK");
+    assert_eq!(
+        errno(std::process::Command::new(&file).status()),
+        Some(libc::EACCES),
+        "exec"
+    );
     assert!(
         !super_opts.contains("allow_other"),
         "allow_other is opt-in: {super_opts}"
