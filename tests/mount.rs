@@ -554,6 +554,8 @@ fn digest_and_catalog_links_resolve_through_the_mount() {
     let fx = Fixture::new();
     let m = Mount::start(&w, &fx, &[], "mount.log");
     let tag = m.mnt.join(HELLO).join("manifests/latest");
+    let revision = fs::read_link(tag.join("digest/revision")).expect("readlink revision");
+    let revision = revision.to_str().expect("UTF-8")["revision@".len()..].to_string();
     for kind in ["schema1", "schema2", "revision"] {
         let link = tag.join("digest").join(kind);
         let meta = fs::symlink_metadata(&link).expect("lstat the link");
@@ -573,6 +575,10 @@ fn digest_and_catalog_links_resolve_through_the_mount() {
         );
         let real = fs::canonicalize(&link).expect("realpath");
         assert_eq!(real, tag.join("digest").join(target));
+        // nginx's 304 test: `revision=<digest>` is there for the revision only.
+        let revision_is = tag.join("digest").join(format!("revision={digest}"));
+        assert_eq!(revision_is.exists(), digest == revision, "{kind}");
+        assert_eq!(kind == "schema1", digest != revision, "{kind}");
     }
     let stored = fs::read_link(tag.join("digest/schema2")).expect("readlink");
     let stored = stored

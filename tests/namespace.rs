@@ -137,6 +137,24 @@ fn manifest_list_tag_offers_the_platform_child() {
     error(&ns, &format!("multi/manifests/{payload_digest}/schema1"));
     error(&ns, &format!("multi/manifests/{list_digest}/digest/list"));
     error(&ns, "multi/manifests/latest/digest/oci");
+    // If-None-Match by existence: only the tag's revision, not a child's digest.
+    assert!(bytes(
+        &ns,
+        &format!("multi/manifests/latest/digest/revision={list_digest}")
+    )
+    .is_empty());
+    error(
+        &ns,
+        &format!("multi/manifests/latest/digest/revision={amd}"),
+    );
+    error(
+        &ns,
+        &format!("multi/manifests/latest/digest/revision={payload_digest}"),
+    );
+    error(
+        &ns,
+        &format!("multi/manifests/{list_digest}/digest/revision={list_digest}"),
+    );
     assert!(names(&ns, "multi/manifests/latest/digest").is_empty());
 
     let mut arm_settings = settings();

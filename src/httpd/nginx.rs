@@ -143,13 +143,6 @@ fn nginx_http_level(opts: &HttpdOptions) -> String {
     out.push_str("}\n");
     out.push_str(NOT_MODIFIED_MAPS);
     out.push_str(REALPATH_ONCE_MAPS);
-    out.push_str(
-        "# The tag's revision is resolved only for a conditional request (no such link).\n\
-         map $http_if_none_match $rfs_revision_link {\n\
-         \x20   \"\" -;\n\
-         \x20   default revision;\n\
-         }\n",
-    );
     out.push_str(&format!(
         "map \"$request_method $uri\" $rfs_get_only {{\n\
          \x20   default \"\";\n\
@@ -220,17 +213,24 @@ fn nginx_catalog(opts: &HttpdOptions) -> String {
 /// worker's main cost in kernel time. A `map` is computed once per request.
 const REALPATH_ONCE_MAPS: &str =
     "\n# $realpath_root resolved once per use (`set $x $realpath_root` resolves it twice).\n\
-map $realpath_root $rfs_real_revision { \"~^(.*)$\" $1; }\n\
 map $realpath_root $rfs_real_pick { \"~^(.*)$\" $1; }\n\
 map $realpath_root $rfs_real_page { \"~^(.*)$\" $1; }\n";
 
 /// `If-None-Match` as registry 2.8.2 reads it. Manifests: the revision (a tag's link,
 /// or the digest in the URL, whether or not it is stored) equals a header line, bare or
-/// in quotes. Blobs (Go's `ServeContent`): a stored blob whose quoted digest, or `*`,
+/// in quotes; for a tag, the digest the line names is looked up as the tag's
+/// `digest/revision=<digest>`, which exists while that is its revision (one cached
+/// `stat`, where resolving the `revision` link costs a readlink per path component).
+/// Blobs (Go's `ServeContent`): a stored blob whose quoted digest, or `*`,
 /// is in the list, `W/` allowed, scanning stopping at the first malformed entry. nginx
 /// reads the first `If-None-Match` line (Go's ServeContent too; the manifest handler
 /// reads every line).
 const NOT_MODIFIED_MAPS: &str = "\n# 304s where registry 2.8.2 answers them.\n\
+map $http_if_none_match $rfs_inm_revision {\n\
+\x20   default -;\n\
+\x20   \"~^(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})$\" $1;\n\
+\x20   \"~^\\\"(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})\\\"$\" $1;\n\
+}\n\
 map \"$rfs_revision|$http_if_none_match\" $rfs_not_modified {\n\
 \x20   default \"\";\n\
 \x20   \"~^(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})\\|(?:\\1|\\\"\\1\\\")$\" 1;\n\
@@ -297,15 +297,13 @@ fn nginx_server(opts: &HttpdOptions) -> String {
     ] {
         let digests = match reftype {
             RefType::Tag => format!(
-                "        # The tag's revision and the picked file's digest, from the links of\n\
-                 \x20       # the tag's digest folder (`root` is only used for $realpath_root, which the\n\
-                 \x20       # $rfs_real_* maps read).\n\
+                "        # 304: the tag's digest folder has `revision=<digest>` while that is\n\
+                 \x20       # its revision (`-`: no digest in If-None-Match, no such name).\n\
+                 \x20       if (-e $rfs_dir/{folder}/revision=$rfs_inm_revision) {{ return 304; }}\n\
+                 \x20       # The picked file's digest, from its link in the tag's digest folder\n\
+                 \x20       # (`root` is only used for $realpath_root, which $rfs_real_pick reads).\n\
                  \x20       root $rfs_link;\n\
-                 \x20       set $rfs_link $rfs_dir/{folder}/$rfs_revision_link;\n\
-                 \x20       set $rfs_real \"\";\n\
-                 \x20       if (-e $rfs_link) {{ set $rfs_real $rfs_real_revision; }}\n\
-                 \x20       if ($rfs_real ~ \"@(sha256:[0-9a-f]{{64}})$\") {{ set $rfs_revision $1; }}\n\
-                 \x20       if ($rfs_not_modified) {{ return 304; }}\n\
+                 \x20       set $rfs_link $rfs_dir/{folder}/-;\n\
                  \x20       if ($rfs_pick ~ \"^m/(.+)$\") {{ set $rfs_link $rfs_dir/{folder}/$1; }}\n\
                  \x20       set $rfs_real \"\";\n\
                  \x20       if (-e $rfs_link) {{ set $rfs_real $rfs_real_pick; }}\n\
@@ -333,7 +331,6 @@ fn nginx_server(opts: &HttpdOptions) -> String {
              \x20       set $rfs_reftype {letter};\n\
              \x20       set $rfs_digest \"\";\n\
              \x20       set $rfs_etag \"\";\n\
-             \x20       set $rfs_revision \"\";\n\
              \x20       set $rfs_file /$rfs_repo/manifests/$rfs_ref;\n\
              \x20       set $rfs_dir {root_slash}$rfs_repo/manifests/$rfs_ref;\n\
              \x20       set $rfs_l -;\n\
@@ -586,8 +583,7 @@ mod tests {
         assert_eq!(c.matches('{').count(), c.matches('}').count());
         assert!(!c.contains("js_import"));
         // Digests by tag from the links' real paths; 304s from the maps.
-        assert!(c.contains("set $rfs_link $rfs_dir/digest/$rfs_revision_link;"));
-        assert!(c.contains("if (-e $rfs_link) { set $rfs_real $rfs_real_revision; }"));
+        assert!(c.contains("if (-e $rfs_dir/digest/revision=$rfs_inm_revision) { return 304; }"));
         assert!(c.contains("if (-e $rfs_link) { set $rfs_real $rfs_real_pick; }"));
         // Never `set` straight from $realpath_root: that resolves the path twice.
         assert!(!c.contains("set $rfs_real $realpath_root"));

@@ -6,6 +6,8 @@
 //! <repo>/manifests/<tag>/digest/<kind>        -> <kind>@sha256:<hex>
 //! <repo>/manifests/<tag>/digest/revision      -> revision@sha256:<hex>
 //! <repo>/manifests/<tag>/digest/<name>@sha256:<hex>   file: the text "sha256:<hex>"
+//! <repo>/manifests/<tag>/digest/revision=<digest>    empty file, there only while the
+//!                                                    tag's revision is <digest>
 //! <repo>/manifests/<ref>/digest/any-accept   empty file: served whatever Accept says
 //! ```
 //!
@@ -15,7 +17,9 @@
 //! signatures). `revision` is the manifest the tag links to, which the registry compares
 //! `If-None-Match` with before it looks at `Accept`. `any-accept` (also in digest
 //! folders) marks an OCI index stored without `mediaType`, which registry 2.8.2 serves
-//! to every client: its OCI gate tests the declared type. The `@` file only carries the
+//! to every client: its OCI gate tests the declared type. `revision=<digest>` answers
+//! `If-None-Match` by its existence: nginx tests a name made from the header with one
+//! cached `stat` instead of resolving the `revision` link. The `@` file only carries the
 //! digest of its name, as text, so it exists for any such name: a server resolving a
 //! link just as the tag moves still finds the target it read (the link is the state).
 //! Its name is not a digest, and a converted schema1 never appears under a digest path (`<repo>/manifests/sha256:<hex>/...` holds
@@ -36,6 +40,8 @@ use std::time::SystemTime;
 pub const FOLDER: &str = "digest";
 /// The link to the tag's revision.
 const REVISION: &str = "revision";
+/// `revision=<digest>`: exists while the tag's revision is that digest.
+const REVISION_IS: &str = "revision=";
 /// The marker of a manifest served whatever the client accepts.
 pub const ANY_ACCEPT: &str = "any-accept";
 
@@ -69,6 +75,8 @@ pub enum DigestNode {
     Link(Linked),
     /// `<name>@<digest>`: the link target.
     Target(Linked, Digest),
+    /// `revision=<digest>`.
+    RevisionIs(Digest),
     AnyAccept,
 }
 
@@ -89,6 +97,9 @@ impl DigestPath {
             [] => DigestNode::Folder,
             [ANY_ACCEPT] => DigestNode::AnyAccept,
             _ if matches!(reference, Reference::Digest(_)) => return None,
+            [name] if name.starts_with(REVISION_IS) => {
+                DigestNode::RevisionIs(Digest::parse(&name[REVISION_IS.len()..]).ok()?)
+            }
             [name] => match name.split_once('@') {
                 None => DigestNode::Link(Linked::parse(name)?),
                 Some((linked, digest)) => {
@@ -140,7 +151,7 @@ impl Namespace {
                 return Ok(TimedNode::file(Content::Bytes(text), CARRIER_MTIME));
             }
             DigestNode::Link(linked) => Some(*linked),
-            DigestNode::Folder | DigestNode::AnyAccept => None,
+            DigestNode::Folder | DigestNode::AnyAccept | DigestNode::RevisionIs(_) => None,
         };
         let reps = self
             .representations(&p.repo, &p.reference)?
@@ -152,8 +163,9 @@ impl Namespace {
             }
             .map(|d| TimedNode::link(target(linked, d).into(), reps.mtime))
             .ok_or_else(not_found),
+            (None, DigestNode::RevisionIs(digest)) if *digest != reps.revision => Err(not_found()),
             (None, DigestNode::AnyAccept) if !reps.any_accept => Err(not_found()),
-            (None, DigestNode::AnyAccept) => Ok(TimedNode::file(
+            (None, DigestNode::AnyAccept | DigestNode::RevisionIs(_)) => Ok(TimedNode::file(
                 Content::Bytes(Arc::from(&b""[..])),
                 reps.mtime,
             )),
@@ -193,6 +205,13 @@ mod tests {
         assert_eq!(parse(&d, &[]), Some(DigestNode::Folder));
         assert_eq!(parse(&d, &["any-accept"]), Some(DigestNode::AnyAccept));
         assert_eq!(parse(&d, &["list"]), None);
+        assert_eq!(
+            parse("latest", &[&format!("revision={d}")]),
+            Some(DigestNode::RevisionIs(Digest::parse(&d).unwrap()))
+        );
+        assert_eq!(parse(&d, &[&format!("revision={d}")]), None);
+        assert_eq!(parse("latest", &["revision=-"]), None);
+        assert_eq!(parse("latest", &["revision="]), None);
         assert_eq!(parse("latest", &["other"]), None);
         assert_eq!(parse("latest", &["schema1@sha256:AB"]), None);
         assert_eq!(parse("latest", &[&format!("x@{d}")]), None);
