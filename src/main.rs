@@ -301,13 +301,15 @@ fn cat(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> 
                     let io = |e| Error::io(&file.path, e);
                     stream.verified().map_err(io)?;
                     let mut offset = 0;
+                    let mut buf = vec![0u8; 1 << 20];
                     while offset < file.len {
-                        let chunk = stream.read_at(offset, 1 << 20).map_err(io)?;
-                        if chunk.is_empty() {
+                        let n = stream.read_at(offset, &mut buf).map_err(io)?;
+                        if n == 0 {
                             break;
                         }
-                        out.write_all(&chunk).map_err(|e| Error::io("stdout", e))?;
-                        offset += chunk.len() as u64;
+                        out.write_all(&buf[..n])
+                            .map_err(|e| Error::io("stdout", e))?;
+                        offset += n as u64;
                     }
                 }
             }

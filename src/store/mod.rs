@@ -73,8 +73,10 @@ impl std::fmt::Debug for BlobReader {
 /// digest, as does every read after that. A read never waits long for a download that
 /// makes no progress. The stream logs its own failures; its errors name the object.
 pub trait BlobStream: Send + Sync {
-    /// Up to `size` bytes at `offset` (fewer only at the end of the blob).
-    fn read_at(&self, offset: u64, size: usize) -> std::io::Result<Vec<u8>>;
+    /// Fills `buf` with the bytes at `offset` (fewer only at the end of the blob); how
+    /// many. The caller's buffer, so that a reader reuses one instead of allocating per
+    /// read.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize>;
 
     /// Waits until the whole blob is there and checked: Ok if it hashed to its digest.
     fn verified(&self) -> std::io::Result<()>;

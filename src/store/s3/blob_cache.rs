@@ -189,16 +189,16 @@ impl Download {
 }
 
 impl crate::store::BlobStream for Download {
-    fn read_at(&self, offset: u64, size: usize) -> std::io::Result<Vec<u8>> {
-        let end = offset.saturating_add(size as u64).min(self.len);
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let end = offset.saturating_add(buf.len() as u64).min(self.len);
         if offset >= end {
-            return Ok(Vec::new());
+            return Ok(0);
         }
         let completes = end == self.len;
         self.wait_until(|p| p.written >= end && (!completes || p.state == State::Verified))?;
-        let mut buf = vec![0u8; (end - offset) as usize];
-        self.file.read_exact_at(&mut buf, offset)?;
-        Ok(buf)
+        let got = &mut buf[..(end - offset) as usize];
+        self.file.read_exact_at(got, offset)?;
+        Ok(got.len())
     }
 
     fn verified(&self) -> std::io::Result<()> {
@@ -571,8 +571,10 @@ mod tests {
             }
             Opened::Downloading(d) => {
                 let mut out = Vec::new();
+                let mut buf = vec![0u8; 300_000];
                 while (out.len() as u64) < len {
-                    out.extend(d.read_at(out.len() as u64, 300_000)?);
+                    let n = d.read_at(out.len() as u64, &mut buf)?;
+                    out.extend_from_slice(&buf[..n]);
                 }
                 Ok(out)
             }
@@ -630,13 +632,14 @@ mod tests {
         let Opened::Downloading(download) = opened else {
             panic!("not kept yet")
         };
-        assert_eq!(download.read_at(0, 10).expect("early bytes").len(), 10);
+        let mut ten = [0u8; 10];
+        assert_eq!(download.read_at(0, &mut ten).expect("early bytes"), 10);
         let end = download
-            .read_at((3 << 20) - 10, 10)
+            .read_at((3 << 20) - 10, &mut ten)
             .expect_err("completes a wrong blob");
         assert!(end.to_string().contains("does not hash"), "{end}");
         assert!(
-            download.read_at(0, 10).is_err(),
+            download.read_at(0, &mut ten).is_err(),
             "every read after it fails"
         );
         assert!(download.verified().is_err());
