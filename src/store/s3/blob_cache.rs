@@ -40,8 +40,9 @@ const MAX_PART_BYTES: u64 = 8 << 20;
 /// so a request's latency does not add up part after part.
 const PARTS_IN_FLIGHT: usize = 2;
 
-/// Fetches one part of a blob's data object: None if the object is gone.
-pub type FetchPart = Box<dyn Fn(Range<u64>) -> Result<Option<bytes::Bytes>> + Send + Sync>;
+/// Fetches one part of a blob's data object, as the chunks it arrived in: None if the
+/// object is gone.
+pub type FetchPart = Box<dyn Fn(Range<u64>) -> Result<Option<Vec<bytes::Bytes>>> + Send + Sync>;
 
 pub struct BlobCache {
     /// `<cache>/blobs/sha256`.
@@ -386,25 +387,28 @@ impl BlobCache {
             let fetched = request.join().map_err(|_| {
                 Error::invalid(&download.url, "the request for a part ended abnormally")
             })?;
-            let Some(bytes) = fetched? else {
+            let Some(chunks) = fetched? else {
                 return Ok(false);
             };
-            if bytes.len() as u64 != range.end - range.start {
+            let got: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+            if got != range.end - range.start {
                 return Err(Error::invalid(
                     &download.url,
                     format!(
-                        "asked for bytes {}..{}, got {} (the object changed?)",
-                        range.start,
-                        range.end,
-                        bytes.len()
+                        "asked for bytes {}..{}, got {got} (the object changed?)",
+                        range.start, range.end,
                     ),
                 ));
             }
-            hasher.update(&bytes);
-            partial
-                .file
-                .write_all_at(&bytes, range.start)
-                .map_err(|e| Error::io(&partial.path, e))?;
+            let mut at = range.start;
+            for chunk in &chunks {
+                hasher.update(chunk);
+                partial
+                    .file
+                    .write_all_at(chunk, at)
+                    .map_err(|e| Error::io(&partial.path, e))?;
+                at += chunk.len() as u64;
+            }
             download.advance(range.end);
         }
         let actual = crate::digest::hex(&hasher.finalize());
@@ -551,9 +555,13 @@ mod tests {
     fn serve(bytes: Vec<u8>, calls: Arc<AtomicUsize>) -> FetchPart {
         Box::new(move |range: Range<u64>| {
             calls.fetch_add(1, Ordering::SeqCst);
-            Ok(Some(bytes::Bytes::copy_from_slice(
-                &bytes[range.start as usize..range.end as usize],
-            )))
+            // In two chunks, as a body arrives in several.
+            let part = &bytes[range.start as usize..range.end as usize];
+            let (a, b) = part.split_at(part.len() / 2);
+            Ok(Some(vec![
+                bytes::Bytes::copy_from_slice(a),
+                bytes::Bytes::copy_from_slice(b),
+            ]))
         })
     }
 

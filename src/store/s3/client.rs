@@ -224,19 +224,22 @@ impl Client {
         )
     }
 
-    /// GETs `range` of an object (one ranged GET); None if the object is gone.
-    pub fn get_range(&self, key: &str, range: Range<u64>) -> Result<Option<bytes::Bytes>> {
+    /// GETs `range` of an object (one ranged GET); None if the object is gone. The body
+    /// comes as the chunks it arrived in: joining them would copy every byte once more
+    /// into a fresh allocation as big as the part (page faults on every page of it).
+    pub fn get_range(&self, key: &str, range: Range<u64>) -> Result<Option<Vec<bytes::Bytes>>> {
+        use futures_util::TryStreamExt;
         let path = self.key_path(key)?;
         let options = GetOptions {
             range: Some(GetRange::Bounded(range)),
             ..GetOptions::default()
         };
         METRICS.s3_requests.inc(S3Request::Get);
-        match self
-            .runtime
-            .block_on(async { self.s3.get_opts(&path, options).await?.bytes().await })
-        {
-            Ok(bytes) => Ok(Some(bytes)),
+        match self.runtime.block_on(async {
+            let body = self.s3.get_opts(&path, options).await?.into_stream();
+            body.try_collect::<Vec<_>>().await
+        }) {
+            Ok(chunks) => Ok(Some(chunks)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.error(key, &e)),
         }
