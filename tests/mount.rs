@@ -432,6 +432,17 @@ fn access(path: &Path, mode: libc::c_int) -> Option<i32> {
     }
 }
 
+/// The mount's readahead in KiB (its backing device's, in sysfs).
+fn read_ahead_kb(mnt: &Path) -> Option<u32> {
+    let dev = fs::metadata(mnt).ok()?.dev();
+    let knob = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    fs::read_to_string(knob).ok()?.trim().parse().ok()
+}
+
 // ---------------------------------------------------------------------------------
 // Tests
 
@@ -439,6 +450,13 @@ fn every_file_matches_cat(extra: &[&str], passthrough: bool) {
     let w = Watchdog::new();
     let fx = Fixture::new();
     let m = Mount::start(&w, &fx, extra, "mount.log");
+    // Reads the daemon answers come in 1 MiB requests (set just after the handshake).
+    assert!(
+        wait_for(Duration::from_secs(5), || read_ahead_kb(&m.mnt)
+            == Some(1024)),
+        "the mount's readahead: {:?} KiB",
+        read_ahead_kb(&m.mnt)
+    );
     let (dirs, files) = walk(&m.mnt);
     assert!(files.len() >= 24, "too few files: {files:?}");
     for dir in &dirs {

@@ -22,7 +22,7 @@ use super::options::{Access, MountSettings};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io;
@@ -151,6 +151,9 @@ fn mount(
         Ok(fd) => {
             // From mountinfo: a stat here would wait for the handshake below.
             let dev = mounted_dev(&mountpoint);
+            if let Some(dev) = dev {
+                raise_read_ahead(mountpoint.clone(), dev);
+            }
             let unmounter = Unmounter::Detach {
                 mountpoint: mountpoint.clone(),
                 dev,
@@ -354,6 +357,41 @@ pub fn detach(mountpoint: &Path) -> io::Result<()> {
 }
 
 /// The device number of the topmost mount at `path`, from /proc/self/mountinfo.
+/// The mount's readahead, in KiB. Reads the daemon answers (an S3 blob while it
+/// downloads, a blob without passthrough) reach it in readahead-sized requests, 128 KiB
+/// by default: 1 MiB (the most one FUSE request carries) takes an eighth of the round
+/// trips, and a cold S3 blob read through the mount went from 0.85x to 0.89x of a
+/// direct download.
+const READ_AHEAD_KB: u32 = 1024;
+
+/// Sets the mount's readahead once the kernel has taken the daemon's handshake, whose
+/// INIT reply can only lower it: a thread waits for the mount to answer a `stat` (which
+/// waits for that handshake), then writes the mount's `read_ahead_kb` in sysfs. Only
+/// ours (mount(2), as root): a mount through fusermount3 keeps the default.
+fn raise_read_ahead(mountpoint: PathBuf, dev: u64) {
+    let raise = move || {
+        match std::fs::metadata(&mountpoint) {
+            Ok(meta) if meta.dev() == dev => {}
+            _ => return,
+        }
+        let knob = format!(
+            "/sys/class/bdi/{}:{}/read_ahead_kb",
+            libc::major(dev),
+            libc::minor(dev)
+        );
+        match std::fs::write(&knob, READ_AHEAD_KB.to_string()) {
+            Ok(()) => debug!("{knob}: {READ_AHEAD_KB}"),
+            Err(e) => info!("{knob}: {e}; the mount keeps the kernel's readahead"),
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("registryfs-readahead".into())
+        .spawn(raise)
+    {
+        info!("the mount keeps the kernel's readahead: {e}");
+    }
+}
+
 fn mounted_dev(path: &Path) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     topmost_dev(&text, path.as_os_str().as_bytes())
