@@ -11,8 +11,7 @@
 //!   mount point.
 //!
 //! Files are 0444 and folders 0555, owned by the store's owner: the mount is read-only
-//! and readable by all who may use it, so the kernel is not asked to check these modes
-//! (no `default_permissions`, see `session::kernel_mount`).
+//! and the kernel checks these modes itself (`default_permissions`).
 
 use super::inodes::{Inode, InodeKind, Source, ROOT_INO};
 use fuser::{FileAttr, FileType, INodeNo};
