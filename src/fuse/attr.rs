@@ -11,7 +11,8 @@
 //!   mount point.
 //!
 //! Files are 0444 and folders 0555, owned by the store's owner: the mount is read-only
-//! and the kernel checks these modes itself (`default_permissions`).
+//! and readable by all who may use it, so the kernel is not asked to check these modes
+//! (no `default_permissions`, see `session::kernel_mount`).
 
 use super::inodes::{Inode, InodeKind, Source, ROOT_INO};
 use fuser::{FileAttr, FileType, INodeNo};

@@ -812,10 +812,16 @@ impl Filesystem for RegistryFs {
         reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
     }
 
-    fn access(&self, _req: &Request, _ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        // Only asked without default_permissions; modes are 0444/0555 anyway.
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // access(2) and chdir (the mount has no default_permissions): the answers the
+        // modes give, 0444 files and 0555 folders on a read-only mount.
+        let Some(inode) = self.inodes.get(ino.0) else {
+            return reply.error(Errno::ESTALE);
+        };
         if mask.contains(AccessFlags::W_OK) {
             reply.error(Errno::EROFS)
+        } else if mask.contains(AccessFlags::X_OK) && !inode.is_dir() {
+            reply.error(Errno::EACCES)
         } else {
             reply.ok()
         }

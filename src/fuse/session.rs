@@ -174,7 +174,6 @@ fn mount(
                 MountOption::NoSuid,
                 MountOption::NoDev,
                 MountOption::NoAtime,
-                MountOption::DefaultPermissions,
                 MountOption::FSName(source),
                 MountOption::Subtype(SUBTYPE.to_string()),
             ];
@@ -243,17 +242,19 @@ fn store_owner(store: &Path) -> Result<Owner> {
 }
 
 /// mount(2) of a FUSE filesystem on a fresh /dev/fuse descriptor: read-only, nosuid,
-/// nodev, permissions checked by the kernel against our modes (default_permissions).
-/// Without it the kernel asks the daemon on every chdir and access(2): `find` over 100k
-/// repositories took twice as long (docs/performance.md), and answering ENOSYS to stop
-/// the asking would make access(X_OK) say yes for every file.
+/// nodev. No `default_permissions`: every file is readable by whoever may use the mount
+/// (its owner, or everyone with allow_other), so the kernel's mode check could only say
+/// yes. It cost a permission check and an ACL lookup (which FUSE keeps the kernel from
+/// caching) per folder of every path walked by a user other than the owner, such as a
+/// web server's workers (docs/performance.md, "nginx and the kernel's path walk"). The
+/// price: chdir and access(2) ask the daemon (`RegistryFs::access`).
 fn kernel_mount(source: &str, mountpoint: &Path, acl: SessionACL) -> io::Result<OwnedFd> {
     let dev = OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/fuse")?;
     let mut data = format!(
-        "fd={},rootmode=40000,user_id={},group_id={},default_permissions",
+        "fd={},rootmode=40000,user_id={},group_id={}",
         dev.as_raw_fd(),
         // SAFETY: getuid/getgid cannot fail.
         unsafe { libc::getuid() },
