@@ -382,7 +382,7 @@ end
 def wrk(port, accept, repos, seconds, work, allow_errors=False, method="GET", inm=""):
     """Requests/s of GETs (or HEADs) by tag, round robin over the repositories; `inm`:
     a file of the tags' revisions, sent as If-None-Match."""
-    script = os.path.join(work, "wrk.lua")
+    script = os.path.join(work, f"wrk-{port}.lua")  # two may run at once
     with open(script, "w") as f:
         f.write(WRK_LUA)
     env = dict(os.environ, RFS_REPOS=str(repos), RFS_ACCEPT=accept, RFS_METHOD=method, RFS_INM=inm)
