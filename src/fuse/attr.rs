@@ -73,6 +73,20 @@ impl TtlPolicy {
         }
     }
 
+    /// The lifetimes of `inode` as an entry of the folder `parent`. The kernel checks no
+    /// modes (no default_permissions), so a path walk asks the daemon nothing while its
+    /// entries live: the names at the root live no longer than the root's attributes,
+    /// so that within a second of the daemon's death every path fails (ENOTCONN)
+    /// instead of serving from the kernel's caches what may have moved since. That
+    /// costs one lookup per top-level name and second.
+    pub fn for_entry(&self, inode: &Inode, parent: u64) -> Ttl {
+        let mut ttl = self.for_inode(inode);
+        if parent == ROOT_INO {
+            ttl.entry = ttl.entry.min(MAX_ROOT_ATTR_TTL);
+        }
+        ttl
+    }
+
     /// How long "no such name" may be cached: a push must show up as fast as a tag
     /// move, so like tag paths. None: do not cache at all.
     pub fn negative(&self) -> Option<Duration> {
@@ -231,6 +245,14 @@ mod tests {
             MAX_ROOT_ATTR_TTL,
             "a dead daemon shows at the mount point soon"
         );
+        let digest_folder = inode(InodeKind::Dir, true);
+        assert_eq!(
+            long.for_entry(&digest_folder, ROOT_INO).entry,
+            MAX_ROOT_ATTR_TTL,
+            "and on every path"
+        );
+        assert_eq!(long.for_entry(&digest_folder, 7).entry, POLICY.immutable);
+        assert_eq!(long.for_entry(&root, 7).attr, MAX_ROOT_ATTR_TTL);
         let uncached = TtlPolicy {
             tag: Duration::ZERO,
             ..POLICY

@@ -226,15 +226,7 @@ impl RegistryFs {
         if let (Some(Content::Bytes(bytes)), InodeKind::File { version, .. }) = (content, kind) {
             self.content.put(inode.ino, version, bytes.clone());
         }
-        let mut ttl = self.ttl.for_inode(&inode);
-        if parent == ROOT_INO {
-            // The kernel checks no modes (no default_permissions), so a path walk asks
-            // the daemon nothing while its entries live. The names at the root live no
-            // longer than the root's attributes, so that within a second of the daemon's
-            // death every path fails (ENOTCONN) instead of serving from the kernel's
-            // caches what may have moved since: one lookup per top-level name and second.
-            ttl.entry = ttl.entry.min(attr::MAX_ROOT_ATTR_TTL);
-        }
+        let mut ttl = self.ttl.for_entry(&inode, parent);
         if self.epoch.now() != epoch {
             ttl.entry = Duration::ZERO;
         }
