@@ -566,7 +566,7 @@ def bench_nginx(args, work, store):
             # by ±25% within seconds here, changes both alike; one after the other, the
             # rounds' ratios ranged 0.72-1.17. The CPU time each server (its workers, and
             # for the mount the daemon) spent per request is printed as a cross-check.
-            ratios, costs, pairs = [], [], []
+            costs, pairs = [], []
             for _ in range(args.nginx_rounds):
                 cpu0 = {name: server_cpu_seconds(name) for name in ("mount", "plain")}
                 got = {}
@@ -581,12 +581,11 @@ def bench_nginx(args, work, store):
                     raise ServerError(f"nginx {label}: a load generator failed (see above)")
                 us = {name: (server_cpu_seconds(name) - cpu0[name]) * 1e6 / (got[name] * args.seconds)
                       for name in got}
-                ratios.append(got["mount"] / got["plain"])
                 costs.append(us["plain"] / us["mount"])
                 pairs.append((got["mount"], got["plain"]))
             for name in ports:
                 results[(label, name)] = alone[name]
-            results[(label, "ratio")] = statistics.median(ratios)
+            results[(label, "ratio")] = statistics.median(a / b for a, b in pairs)
             note(f"nginx: {label} req/s alone: " + ", ".join(f"{name} {fmt(r, 0)}" for name, r in alone.items())
                  + f"; registryfs daemon CPU {daemon * 100:.0f}% of a core")
             note(f"nginx: {label} req/s side by side (mount/plain) per round: "
