@@ -290,6 +290,9 @@ fn cat(options: &NamespaceOptions, store_root: &Path, path: &str) -> Result<()> 
     let mut out = std::io::stdout().lock();
     match content {
         Content::Bytes(bytes) => out.write_all(&bytes).map_err(|e| Error::io("stdout", e))?,
+        Content::Jws(doc) => out
+            .write_all(&doc.signed())
+            .map_err(|e| Error::io("stdout", e))?,
         Content::Blob { file, digest } => {
             // Verify before writing anything: a mismatching blob must not reach stdout.
             // The checked descriptor is the one copied.

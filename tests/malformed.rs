@@ -67,6 +67,7 @@ fn open(root: &Path) -> (Arc<dyn Store>, Namespace) {
 fn served(ns: &Namespace, path: &str) -> Result<Vec<u8>, Error> {
     match ns.lookup(path)? {
         Node::File(Content::Bytes(b)) => Ok(b.to_vec()),
+        Node::File(Content::Jws(doc)) => Ok(doc.signed().to_vec()),
         Node::File(Content::Blob { file, digest }) => {
             ns.verify_blob(&file, &digest)?;
             Ok(std::fs::read(&file.path).expect("read verified blob"))

@@ -580,11 +580,13 @@ impl Filesystem for RegistryFs {
                 let bytes = match kept {
                     Some(bytes) => bytes,
                     None => match self.current_content(&path, inode.kind) {
-                        Ok(Content::Bytes(bytes)) => {
-                            self.content.put(inode.ino, version, bytes.clone());
-                            bytes
-                        }
-                        Ok(Content::Blob { .. }) => return reply.error(Errno::ESTALE),
+                        Ok(content) => match content.in_memory() {
+                            Some(bytes) => {
+                                self.content.put(inode.ino, version, bytes.clone());
+                                bytes
+                            }
+                            None => return reply.error(Errno::ESTALE),
+                        },
                         Err(e) => return reply.error(e),
                     },
                 };
@@ -606,7 +608,7 @@ impl Filesystem for RegistryFs {
                 Ok(Content::Blob { file, digest }) => {
                     self.open_blob(inode.ino, &path, &file, &digest, reply)
                 }
-                Ok(Content::Bytes(_)) => reply.error(Errno::ESTALE),
+                Ok(Content::Bytes(_) | Content::Jws(_)) => reply.error(Errno::ESTALE),
                 Err(e) => reply.error(e),
             },
             // The kernel resolves links itself; only O_PATH-like misuse gets here.

@@ -104,6 +104,12 @@ impl Version {
                 source: Source::Bytes,
                 version: Version::of_bytes(b, mtime),
             },
+            // Signed alike whenever its layout is the same (see `jws::Unsigned`).
+            Content::Jws(doc) => InodeKind::File {
+                len: doc.len() as u64,
+                source: Source::Bytes,
+                version: Version::of_bytes(doc.layout(), mtime),
+            },
             Content::Blob { file, digest } => InodeKind::File {
                 len: file.len,
                 source: Source::Blob,

@@ -21,6 +21,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{ManifestKind, PlatformChoice};
 use crate::metrics::{CacheResult, METRICS};
+use crate::schema1::jws::Unsigned;
 use crate::schema1::{SigningKey, EMPTY_LAYER_DIGEST, EMPTY_LAYER_TAR};
 use crate::store::{BlobFile, BlobReader, FileIdentity, Folder, Store};
 use std::sync::Arc;
@@ -46,10 +47,12 @@ pub struct Settings {
     pub schema1_cache_bytes: usize,
 }
 
-/// A file's bytes: in memory (manifests, tag lists) or a blob file on disk.
+/// A file's bytes: in memory (manifests, tag lists), a schema1 signed when first read,
+/// or a blob file on disk.
 #[derive(Clone, Debug)]
 pub enum Content {
     Bytes(Arc<[u8]>),
+    Jws(Arc<Unsigned>),
     Blob { file: BlobFile, digest: Digest },
 }
 
@@ -57,7 +60,18 @@ impl Content {
     pub fn len(&self) -> u64 {
         match self {
             Content::Bytes(b) => b.len() as u64,
+            Content::Jws(doc) => doc.len() as u64,
             Content::Blob { file, .. } => file.len,
+        }
+    }
+
+    /// The bytes of a file held in memory (signing a schema1 now if need be); None for a
+    /// blob, which is read from its file.
+    pub fn in_memory(&self) -> Option<Arc<[u8]>> {
+        match self {
+            Content::Bytes(b) => Some(b.clone()),
+            Content::Jws(doc) => Some(doc.signed()),
+            Content::Blob { .. } => None,
         }
     }
 
@@ -152,6 +166,8 @@ const EMPTY_LAYER_MTIME: SystemTime = SystemTime::UNIX_EPOCH;
 pub struct Namespace {
     store: Arc<dyn Store>,
     config: Settings,
+    /// `config.key`, shared with the documents it will sign.
+    signing_key: Arc<SigningKey>,
     schema1_cache: ByteLru<Schema1Key, Schema1Result>,
     verified_blobs: ByteLru<FileIdentity, Digest>,
     /// `Some`: paths are those of the Crane layout ([`crane`]).
@@ -165,6 +181,7 @@ impl Namespace {
     pub fn new(store: Arc<dyn Store>, config: Settings) -> Namespace {
         Namespace {
             store,
+            signing_key: Arc::new(config.key.clone()),
             schema1_cache: ByteLru::new(config.schema1_cache_bytes),
             config,
             verified_blobs: ByteLru::new(VERIFIED_BLOBS_BYTES),
@@ -253,8 +270,8 @@ impl Namespace {
                 let reps = self
                     .representations(repo, reference)?
                     .ok_or_else(not_found)?;
-                if let Some(bytes) = reps.files.get(kind) {
-                    return Ok(TimedNode::file(Content::Bytes(bytes.clone()), reps.mtime));
+                if let Some(content) = reps.files.get(kind) {
+                    return Ok(TimedNode::file(content.clone(), reps.mtime));
                 }
                 match (&reps.no_schema1_because, kind) {
                     (Some(reason), ManifestKind::Schema1) => {
@@ -267,7 +284,7 @@ impl Namespace {
                 let content = self.blob(repo, digest)?.ok_or_else(not_found)?;
                 let mtime = match &content {
                     Content::Blob { file, .. } => file.mtime,
-                    Content::Bytes(_) => EMPTY_LAYER_MTIME,
+                    Content::Bytes(_) | Content::Jws(_) => EMPTY_LAYER_MTIME,
                 };
                 Ok(TimedNode::file(content, mtime))
             }

@@ -4,7 +4,7 @@
 //! representation a client could be served (stored, platform child, converted schema1);
 //! by digest, only the stored bytes (a stored schema1 signed, as the registry serves it).
 
-use super::Namespace;
+use super::{Content, Namespace};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{self, Descriptor, Manifest, ManifestKind, ParsedManifest};
@@ -19,7 +19,7 @@ use super::path::Reference;
 /// The files of a manifest folder, and why there is no `schema1` when there is none.
 #[derive(Debug)]
 pub struct Representations {
-    pub files: BTreeMap<ManifestKind, Arc<[u8]>>,
+    pub files: BTreeMap<ManifestKind, Content>,
     /// The `Docker-Content-Digest` registry 2.8.2 sends with each file: the stored
     /// manifest's, a list's platform child's, or a converted schema1's payload digest
     /// (the document without its signatures).
@@ -49,8 +49,8 @@ impl Representations {
         }
     }
 
-    fn insert(&mut self, kind: ManifestKind, bytes: Arc<[u8]>, digest: Digest) {
-        self.files.insert(kind, bytes);
+    fn insert(&mut self, kind: ManifestKind, content: Content, digest: Digest) {
+        self.files.insert(kind, content);
         self.digests.insert(kind, digest);
     }
 
@@ -70,11 +70,11 @@ impl Representations {
     }
 }
 
-/// A converted schema1 document: the signed bytes served, and the digest registry 2.8.2
-/// names it by (of the payload, i.e. without the signatures).
+/// A converted schema1 document: the bytes served (signed when first read), and the
+/// digest registry 2.8.2 names it by (of the payload, i.e. without the signatures).
 #[derive(Clone, Debug)]
 pub struct Schema1Doc {
-    pub signed: Arc<[u8]>,
+    pub signed: Arc<schema1::jws::Unsigned>,
     pub payload_digest: Digest,
 }
 
@@ -149,12 +149,12 @@ impl Namespace {
         if parsed.kind == ManifestKind::Schema1 {
             out.insert(
                 ManifestKind::Schema1,
-                self.sign_stored_schema1(repo, &digest, &bytes)?,
+                Content::Jws(self.sign_stored_schema1(repo, &digest, &bytes)?),
                 digest,
             );
             return Ok(Some(out));
         }
-        out.insert(parsed.kind, bytes.clone(), digest.clone());
+        out.insert(parsed.kind, Content::Bytes(bytes), digest.clone());
         out.any_accept = parsed.kind == ManifestKind::OciIndex && parsed.untyped;
         let Reference::Tag(tag) = reference else {
             return Ok(out.refuse_schema1(
@@ -176,13 +176,21 @@ impl Namespace {
                 if child_parsed.kind == ManifestKind::Schema1 {
                     out.insert(
                         ManifestKind::Schema1,
-                        self.sign_stored_schema1(repo, &child_digest, &child_bytes)?,
+                        Content::Jws(self.sign_stored_schema1(
+                            repo,
+                            &child_digest,
+                            &child_bytes,
+                        )?),
                         child_digest,
                     );
                     return Ok(Some(out));
                 }
                 if matches!(child_parsed.kind, ManifestKind::Schema2 | ManifestKind::Oci) {
-                    out.insert(child_parsed.kind, child_bytes.clone(), child_digest.clone());
+                    out.insert(
+                        child_parsed.kind,
+                        Content::Bytes(child_bytes),
+                        child_digest.clone(),
+                    );
                 }
                 (child_digest, child_parsed)
             }
@@ -209,7 +217,11 @@ impl Namespace {
             ));
         }
         match self.converted_schema1(repo, tag, &image_digest, config, layers) {
-            Ok(doc) => out.insert(ManifestKind::Schema1, doc.signed, doc.payload_digest),
+            Ok(doc) => out.insert(
+                ManifestKind::Schema1,
+                Content::Jws(doc.signed),
+                doc.payload_digest,
+            ),
             Err((why, reason)) => return Ok(out.refuse_tag_schema1(why, reason)),
         }
         Ok(Some(out))
@@ -296,7 +308,7 @@ impl Namespace {
         // make one of 28 MiB): it is made again when asked for.
         let bytes = key.heap_bytes()
             + match &result {
-                Ok(doc) => doc.signed.len(),
+                Ok(doc) => doc.signed.heap_bytes(),
                 Err((_, reason)) => reason.len(),
             };
         self.schema1_cache.put(key, result.clone(), bytes);
@@ -328,10 +340,14 @@ impl Namespace {
         // Name the config file: most refusals come from its content.
         let payload = schema1::build_payload(repo, tag, &layer_digests, &config.bytes)
             .map_err(|e| refused(format!("{e} (config {})", config.path.display())))?;
-        let signed = schema1::jws::sign(&payload.bytes, &self.config.key, &payload.signing_time)
-            .map_err(refused)?;
+        let signed = schema1::jws::prepare(
+            &payload.bytes,
+            self.signing_key.clone(),
+            &payload.signing_time,
+        )
+        .map_err(refused)?;
         Ok(Schema1Doc {
-            signed: signed.into(),
+            signed: Arc::new(signed),
             payload_digest: Digest::of(&payload.bytes),
         })
     }
@@ -350,10 +366,10 @@ impl Namespace {
         repo: &str,
         digest: &Digest,
         payload: &[u8],
-    ) -> Result<Arc<[u8]>> {
+    ) -> Result<Arc<schema1::jws::Unsigned>> {
         let time = stored_schema1_time(payload);
-        schema1::jws::sign(payload, &self.config.key, &time)
-            .map(Into::into)
+        schema1::jws::prepare(payload, self.signing_key.clone(), &time)
+            .map(Arc::new)
             .map_err(|e| {
                 Error::invalid(
                     format!("{repo}/manifests/{digest}"),

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::Signature;
+use std::sync::{Arc, OnceLock};
 
 /// Index of the last rune in `b[..end]` that is not white space (Go's
 /// `bytes.LastIndexFunc(b[..end], notSpace)`; invalid UTF-8 counts as non-space).
@@ -53,42 +54,134 @@ fn detect_indent(payload: &[u8]) -> &[u8] {
     b""
 }
 
-/// Signs `payload` (a JSON object) and returns the served document.
-pub fn sign(payload: &[u8], key: &SigningKey, time: &str) -> Result<Vec<u8>, String> {
+/// An ES256 signature is 64 bytes (r ‖ s), always 86 characters of unpadded base64url.
+const SIGNATURE_CHARS: usize = 86;
+
+/// Stands in for the signature until it is made: `*` is not a base64url character and
+/// nothing after the signature in a JWS can hold one, so the last run of these is it.
+const PLACEHOLDER: &str =
+    "**************************************************************************************";
+
+/// A JWS laid out to the byte but for its signature. Its length is exact before any
+/// signing (the signature's is fixed), so a `stat`, a folder listing or a walk never
+/// pays for ECDSA; the first read of the bytes signs, once.
+pub struct Unsigned {
+    /// The served document with [`PLACEHOLDER`] where the signature goes.
+    layout: Vec<u8>,
+    signature_at: usize,
+    /// `payload[..format_len]` is `layout[..format_len]`; the rest of the payload, cut
+    /// off by libtrust, is kept here to rebuild the signing input.
+    format_len: usize,
+    tail: Box<[u8]>,
+    protected: String,
+    key: Arc<SigningKey>,
+    signed: OnceLock<Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for Unsigned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unsigned")
+            .field("len", &self.layout.len())
+            .field("signed", &self.signed.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Unsigned {
+    /// The length of the signed document.
+    pub fn len(&self) -> usize {
+        self.layout.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layout.is_empty()
+    }
+
+    /// Everything the signed bytes are a function of, given the key (whose public half
+    /// is in it): two documents with the same layout sign to the same bytes.
+    pub fn layout(&self) -> &[u8] {
+        &self.layout
+    }
+
+    /// Bytes held, signed or not yet (to bound a cache by bytes).
+    pub fn heap_bytes(&self) -> usize {
+        2 * self.layout.len() + self.tail.len() + self.protected.len()
+    }
+
+    /// The served document, signed on the first call.
+    pub fn signed(&self) -> Arc<[u8]> {
+        self.signed.get_or_init(|| self.sign()).clone()
+    }
+
+    fn sign(&self) -> Arc<[u8]> {
+        let mut payload = Vec::with_capacity(self.format_len + self.tail.len());
+        payload.extend_from_slice(&self.layout[..self.format_len]);
+        payload.extend_from_slice(&self.tail);
+        let signing_input = format!("{}.{}", self.protected, URL_SAFE_NO_PAD.encode(&payload));
+        let signature: Signature = self.key.ecdsa.sign(signing_input.as_bytes());
+        let encoded = URL_SAFE_NO_PAD.encode(signature.to_bytes());
+        debug_assert_eq!(encoded.len(), SIGNATURE_CHARS);
+        let mut doc = self.layout.clone();
+        doc[self.signature_at..self.signature_at + SIGNATURE_CHARS]
+            .copy_from_slice(encoded.as_bytes());
+        doc.into()
+    }
+}
+
+/// Lays out the document `payload` (a JSON object) signs to, without signing it.
+pub fn prepare(payload: &[u8], key: Arc<SigningKey>, time: &str) -> Result<Unsigned, String> {
     let format_len =
         format_length(payload).ok_or("payload does not end in '}' (libtrust refuses it)")?;
-    let tail = URL_SAFE_NO_PAD.encode(&payload[format_len..]);
-    let protected_json =
-        format!(r#"{{"formatLength":{format_len},"formatTail":"{tail}","time":"{time}"}}"#);
+    let tail = &payload[format_len..];
+    let protected_json = format!(
+        r#"{{"formatLength":{format_len},"formatTail":"{}","time":"{time}"}}"#,
+        URL_SAFE_NO_PAD.encode(tail)
+    );
     let protected = URL_SAFE_NO_PAD.encode(protected_json);
-    let signing_input = format!("{protected}.{}", URL_SAFE_NO_PAD.encode(payload));
-    let signature: Signature = key.ecdsa.sign(signing_input.as_bytes());
-    let signature = URL_SAFE_NO_PAD.encode(signature.to_bytes());
 
     let mut sigs = b"[{\"header\":{\"jwk\":".to_vec();
     sigs.extend_from_slice(&key.public_jwk_json());
     sigs.extend_from_slice(
-        format!(r#","alg":"ES256"}},"signature":"{signature}","protected":"{protected}"}}]"#)
+        format!(r#","alg":"ES256"}},"signature":"{PLACEHOLDER}","protected":"{protected}"}}]"#)
             .as_bytes(),
     );
 
     let indent = detect_indent(payload);
-    let mut out = Vec::with_capacity(format_len + sigs.len() * 2);
-    out.extend_from_slice(&payload[..format_len]);
-    out.push(b',');
+    let mut layout = Vec::with_capacity(format_len + sigs.len() * 2);
+    layout.extend_from_slice(&payload[..format_len]);
+    layout.push(b',');
     if indent.is_empty() {
-        out.extend_from_slice(b"\"signatures\":");
-        out.extend_from_slice(&sigs);
+        layout.extend_from_slice(b"\"signatures\":");
+        layout.extend_from_slice(&sigs);
     } else {
         let indent = String::from_utf8_lossy(indent);
-        out.push(b'\n');
-        out.extend_from_slice(indent.as_bytes());
-        out.extend_from_slice(b"\"signatures\": ");
-        out.extend_from_slice(&gojson::indent(&sigs, &indent, &indent));
-        out.push(b'\n');
+        layout.push(b'\n');
+        layout.extend_from_slice(indent.as_bytes());
+        layout.extend_from_slice(b"\"signatures\": ");
+        layout.extend_from_slice(&gojson::indent(&sigs, &indent, &indent));
+        layout.push(b'\n');
     }
-    out.push(b'}');
-    Ok(out)
+    layout.push(b'}');
+    let signature_at = layout
+        .windows(SIGNATURE_CHARS)
+        .rposition(|w| w == PLACEHOLDER.as_bytes())
+        .ok_or("the signature's place was lost in the layout")?;
+    Ok(Unsigned {
+        layout,
+        signature_at,
+        format_len,
+        tail: tail.into(),
+        protected,
+        key,
+        signed: OnceLock::new(),
+    })
+}
+
+/// Signs `payload` (a JSON object) and returns the served document.
+pub fn sign(payload: &[u8], key: &SigningKey, time: &str) -> Result<Vec<u8>, String> {
+    Ok(prepare(payload, Arc::new(key.clone()), time)?
+        .signed()
+        .to_vec())
 }
 
 #[cfg(test)]
@@ -118,6 +211,25 @@ mod tests {
             sha256_hex(&doc),
             "4a5441a7aef0b4d0f1a53cd0da27b1659f99094f3b973b5820c0e7247ee1a96f"
         );
+    }
+
+    #[test]
+    fn the_length_is_known_before_signing_and_only_the_signature_changes() {
+        assert_eq!(PLACEHOLDER.len(), SIGNATURE_CHARS);
+        let key = Arc::new(vector_key());
+        for payload in [&b"{\n   \"a\": 1\n}"[..], b"{\"a\":\"*****\"}"] {
+            let unsigned = prepare(payload, key.clone(), "2023-05-19T20:19:25Z").unwrap();
+            let signed = unsigned.signed();
+            assert_eq!(signed.len(), unsigned.len());
+            let differing: Vec<usize> = (0..signed.len())
+                .filter(|&i| signed[i] != unsigned.layout()[i])
+                .collect();
+            assert!(differing.iter().all(
+                |&i| i >= unsigned.signature_at && i < unsigned.signature_at + SIGNATURE_CHARS
+            ));
+            assert!(!signed.contains(&b'*') || payload.contains(&b'*'));
+            assert_eq!(unsigned.signed(), signed, "signed once, served alike");
+        }
     }
 
     #[test]

@@ -179,6 +179,11 @@ pub fn bytes(ns: &Namespace, path: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("lookup {path}: {e}"))
     {
         Node::File(Content::Bytes(b)) => b.to_vec(),
+        Node::File(Content::Jws(doc)) => {
+            let signed = doc.signed();
+            assert_eq!(signed.len(), doc.len(), "{path}: size known before signing");
+            signed.to_vec()
+        }
         Node::File(Content::Blob { file, digest }) => {
             ns.verify_blob(&file, &digest)
                 .unwrap_or_else(|e| panic!("verify {path}: {e}"));
