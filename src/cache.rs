@@ -132,6 +132,10 @@ impl<K: Hash + Eq, V: Clone> ByteLru<K, V> {
         self.lock().clear();
     }
 
+    pub fn remove(&self, key: &K) -> Option<V> {
+        self.lock().remove(key)
+    }
+
     pub fn max_bytes(&self) -> usize {
         usize::try_from(self.lock().max_bytes()).unwrap_or(usize::MAX)
     }

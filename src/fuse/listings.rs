@@ -69,9 +69,11 @@ impl Listings {
         Ok(entries)
     }
 
-    /// The kernel read folder `ino` to its end: an oversized listing is let go (a
-    /// folder of 100k names is 5 MiB).
+    /// The kernel read folder `ino` to its end: its listing is let go, as the next pass
+    /// lists afresh (a walk would otherwise fill the bound with listings never read
+    /// again; an oversized one, a folder of 100k names, is 5 MiB).
     pub fn done(&self, ino: u64) {
+        self.kept.remove(&ino);
         let mut oversized = self.oversized();
         if oversized.as_ref().is_some_and(|(i, _)| *i == ino) {
             *oversized = None;
@@ -148,5 +150,19 @@ mod tests {
         );
         listings.done(98);
         assert_eq!(listings.bytes(), before, "read to its end: let go");
+    }
+
+    #[test]
+    fn a_folder_read_to_its_end_is_let_go() {
+        let listings = Listings::new(1 << 20);
+        listings.for_page(5, 0, || Ok(names(3, "a"))).unwrap();
+        listings.for_page(6, 0, || Ok(names(3, "b"))).unwrap();
+        listings.done(5);
+        assert_eq!(listings.bytes(), cost(&names(3, "b")), "only 6 is kept");
+        let again = listings.for_page(5, 4, || Ok(names(3, "c"))).unwrap();
+        assert_eq!(
+            again[0].name, "c0",
+            "a later page after the end lists afresh"
+        );
     }
 }
