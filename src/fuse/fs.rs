@@ -93,6 +93,13 @@ impl FolderListing {
 /// can only ever give an inode its own bytes, even once the number is reused.
 struct ContentCache(ByteLru<(u64, Version), Arc<[u8]>>);
 
+/// Why an entry is made: a `LOOKUP` of one name, or a name of a `READDIRPLUS` page.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EntryFor {
+    Lookup,
+    Listing,
+}
+
 /// Bytes of generated content kept; a document over a quarter of it is not kept.
 pub const CONTENT_CACHE_BYTES: usize = 4 << 20;
 
@@ -191,6 +198,7 @@ impl RegistryFs {
         parent_path: &str,
         name: &str,
         epoch: u64,
+        purpose: EntryFor,
     ) -> Result<Option<(FileAttr, attr::Ttl)>, Errno> {
         let path = child_path(parent_path, name);
         let found = self.ns.locate(&path).and_then(|place| {
@@ -223,7 +231,11 @@ impl RegistryFs {
         if inode.is_dir() {
             inode.mtime = mtime;
         }
-        if let (Some(Content::Bytes(bytes)), InodeKind::File { version, .. }) = (content, kind) {
+        // A looked-up file is usually opened next (a web server's stat, then open); a
+        // listed one rarely soon (a walk stats them all): its bytes are not kept.
+        if let (true, Some(Content::Bytes(bytes)), InodeKind::File { version, .. }) =
+            (purpose == EntryFor::Lookup, content, kind)
+        {
             self.content.put(inode.ino, version, bytes.clone());
         }
         let mut ttl = self.ttl.for_entry(&inode, parent);
@@ -520,7 +532,7 @@ impl Filesystem for RegistryFs {
         let Some(name) = name.to_str() else {
             return self.reply_not_found(reply, epoch);
         };
-        match self.entry(parent.0, &parent_path, name, epoch) {
+        match self.entry(parent.0, &parent_path, name, epoch, EntryFor::Lookup) {
             Ok(Some((attr, ttl))) => {
                 reply.entry_with_ttls(&ttl.attr, &ttl.entry, &attr, Generation(0))
             }
@@ -772,7 +784,7 @@ impl Filesystem for RegistryFs {
                     reply.add(INodeNo(ino), next, name, &none, &folder_attr, Generation(0))
                 }
                 ListingEntry::Name(entry) => {
-                    match self.entry(ino.0, &listing.path, &entry.name, epoch) {
+                    match self.entry(ino.0, &listing.path, &entry.name, epoch, EntryFor::Listing) {
                         // One lifetime for both here: the shorter one.
                         Ok(Some((attr, ttl))) => {
                             let ttl = ttl.entry.min(ttl.attr);
