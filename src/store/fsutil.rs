@@ -289,7 +289,7 @@ impl Root {
                 format!("{} bytes is more than the {limit}-byte limit", meta.len()),
             ));
         }
-        let bytes = read_limited_from(file, &path, limit)?;
+        let bytes = read_limited_from(file, &path, limit, meta.len())?;
         Ok(Some(IfChanged::Changed {
             bytes,
             mtime: mtime_of(&meta),
@@ -434,8 +434,12 @@ fn may_be_partial_digest(text: &str) -> bool {
 }
 
 /// Reads at most `limit` bytes from an open file (it can grow after the size check).
-fn read_limited_from(file: File, path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
+/// `size` is the length `fstat` gave: with room for it and one byte more, a file read
+/// whole takes two `read`s (the second sees the end) instead of a growing buffer's
+/// several.
+fn read_limited_from(file: File, path: &Path, limit: u64, size: u64) -> Result<Vec<u8>> {
+    let room = usize::try_from(size.min(limit) + 1).unwrap_or(usize::MAX);
+    let mut bytes = Vec::with_capacity(room);
     file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io(path, e))?;
