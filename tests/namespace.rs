@@ -66,6 +66,24 @@ fn schema2_tag_has_schema1_and_schema2_digest_path_only_stored_bytes() {
 }
 
 #[test]
+fn a_manifest_linked_only_under_layers_is_served_as_registry_2_1_left_it() {
+    let s = StoreBuilder::new();
+    let manifest = s.image_manifest("old/app", &config(1), &[b"layer"], LAYER, SCHEMA2);
+    // No revision link: registry 2.1.0 linked manifests as layers.
+    let d = s.layer("old/app", manifest.as_bytes());
+    s.tag("old/app", "latest", &d);
+    let ns = s.open(settings());
+    assert_eq!(
+        bytes(&ns, "old/app/manifests/latest/schema2"),
+        manifest.as_bytes()
+    );
+    assert_eq!(
+        bytes(&ns, &format!("old/app/manifests/{d}/schema2")),
+        manifest.as_bytes()
+    );
+}
+
+#[test]
 fn schema1_is_deterministic_for_a_key() {
     let s = StoreBuilder::new();
     s.image("app", "v1", &config(1), &[b"x"], LAYER);

@@ -83,10 +83,6 @@ impl LinkedObjects for DistributionStore {
         self.root.read_link(rel)
     }
 
-    fn exists(&self, rel: &str) -> Result<bool> {
-        Ok(self.root.regular_file(rel)?.is_some())
-    }
-
     fn data(&self, rel: &str) -> Result<Option<FileMeta>> {
         self.root.regular_file(rel)
     }

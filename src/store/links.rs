@@ -18,9 +18,6 @@ pub(super) trait LinkedObjects {
     /// A link's digest and the time it was written, or None if there is no link.
     fn read_link(&self, rel: &str) -> Result<Option<(Digest, SystemTime)>>;
 
-    /// Whether a link (or any object) is at `rel`.
-    fn exists(&self, rel: &str) -> Result<bool>;
-
     /// A data object's size and time, or None if it is missing.
     fn data(&self, rel: &str) -> Result<Option<FileMeta>>;
 
@@ -75,17 +72,23 @@ pub(super) trait LinkedObjects {
         }
     }
 
-    /// The link of a manifest revision of `repo`: registry 2.1.0 linked manifests under
-    /// `_layers`, and 2.8.2 still falls back to it when the revision link is missing.
-    fn manifest_link(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
+    /// What `follow` finds through the link of `repo`'s manifest revision `digest`: its
+    /// revision link, or where there is none, registry 2.1.0's link under `_layers`
+    /// (2.8.2 still tries it next). One read when the revision link is there.
+    fn via_manifest_link<T>(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        follow: impl Fn(&str) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
         let Some(hex) = digest.sha256_hex() else {
             return Ok(None);
         };
         let revision = format!("{}/_manifests/revisions/sha256/{hex}/link", repo_dir(repo));
-        if self.exists(&revision)? {
-            return Ok(Some(revision));
+        match follow(&revision)? {
+            Some(found) => Ok(Some(found)),
+            None => follow(&layer_link(repo, hex)),
         }
-        Ok(Some(layer_link(repo, hex)))
     }
 
     /// [`super::Store::manifest_digests`]: listed only if a lookup would find it, like
@@ -115,18 +118,14 @@ pub(super) trait LinkedObjects {
 
     /// [`super::Store::manifest`].
     fn revision(&self, repo: &str, digest: &Digest) -> Result<Option<Document>> {
-        match self.manifest_link(repo, digest)? {
-            Some(link) => self.linked_document(&link, digest),
-            None => Ok(None),
-        }
+        self.via_manifest_link(repo, digest, |link| self.linked_document(link, digest))
     }
 
     /// [`super::Store::manifest_mtime`].
     fn revision_mtime(&self, repo: &str, digest: &Digest) -> Result<Option<SystemTime>> {
-        match self.manifest_link(repo, digest)? {
-            Some(link) => Ok(self.linked_data(&link, digest)?.map(|data| data.mtime)),
-            None => Ok(None),
-        }
+        self.via_manifest_link(repo, digest, |link| {
+            Ok(self.linked_data(link, digest)?.map(|data| data.mtime))
+        })
     }
 
     /// [`super::Store::document_blob`].

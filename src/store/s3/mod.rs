@@ -182,10 +182,6 @@ impl LinkedObjects for S3Store {
         self.answers.get_or(Question::Link(self.key(rel)), fetch)
     }
 
-    fn exists(&self, rel: &str) -> Result<bool> {
-        Ok(self.head(&self.key(rel))?.is_some())
-    }
-
     fn data(&self, rel: &str) -> Result<Option<FileMeta>> {
         let key = self.key(rel);
         Ok(self
