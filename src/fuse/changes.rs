@@ -45,7 +45,7 @@ impl ChangeEpoch {
         self.0.load(Ordering::Acquire)
     }
 
-    fn advance(&self) {
+    pub(super) fn advance(&self) {
         self.0.fetch_add(1, Ordering::AcqRel);
     }
 }

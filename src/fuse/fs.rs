@@ -8,9 +8,10 @@ use super::changes::ChangeEpoch;
 use super::handles::{BackingShare, Handles, OpenMode};
 use super::inodes::{Inode, InodeKind, InodeTable, Source, Version, ROOT_INO};
 use super::listings::{Listings, LISTING_CACHE_BYTES};
+use super::prefetch::{self, Made, Prefetch};
 use crate::cache::ByteLru;
 use crate::error::Error;
-use crate::metrics::{self, CacheResult, Found, Opened, ReadFrom, METRICS};
+use crate::metrics::{self, CacheResult, Found, Listed, Opened, ReadFrom, METRICS};
 use crate::namespace::{child_path, Content, DirEntry, Namespace, Node, TimedNode};
 use crate::store::{BlobReader, BlobStream};
 use fuser::{
@@ -67,6 +68,8 @@ struct FolderListing {
     folder: Inode,
     path: String,
     entries: Arc<[DirEntry]>,
+    /// What each name's lookup found, when the listing was made ahead (`prefetch`).
+    found: Vec<Option<(TimedNode, bool)>>,
 }
 
 enum ListingEntry<'a> {
@@ -130,6 +133,7 @@ pub struct RegistryFs {
     content: ContentCache,
     files: Handles<OpenFile>,
     listings: Listings,
+    prefetch: Prefetch,
     /// Negotiated at init: no `opendir`/`releasedir` round trips.
     no_opendir: bool,
     backing: BackingShare<BackingId>,
@@ -150,6 +154,11 @@ impl RegistryFs {
         owner: Owner,
         want_passthrough: bool,
     ) -> RegistryFs {
+        let made_by = ns.clone();
+        let prefetch = Prefetch::new(
+            epoch.clone(),
+            Box::new(move |path: &str| make_folder(&made_by, path)),
+        );
         RegistryFs {
             ns,
             inodes,
@@ -157,6 +166,7 @@ impl RegistryFs {
             content: ContentCache::new(),
             files: Handles::default(),
             listings: Listings::new(LISTING_CACHE_BYTES),
+            prefetch,
             no_opendir: false,
             backing: BackingShare::default(),
             ttl,
@@ -199,12 +209,13 @@ impl RegistryFs {
         name: &str,
         epoch: u64,
         purpose: EntryFor,
+        known: Option<(TimedNode, bool)>,
     ) -> Result<Option<(FileAttr, attr::Ttl)>, Errno> {
         let path = child_path(parent_path, name);
-        let found = self.ns.locate(&path).and_then(|place| {
-            let timed = self.ns.lookup_place(&place, &path)?;
-            Ok((timed, place.is_immutable()))
-        });
+        let found = match known {
+            Some(known) => Ok(known),
+            None => find_node(&self.ns, &path),
+        };
         METRICS.lookups.inc(match &found {
             Ok((timed, _)) => match timed.node {
                 Node::Dir => Found::Folder,
@@ -253,9 +264,24 @@ impl RegistryFs {
         if !folder.is_dir() {
             return Err(Errno::ENOTDIR);
         }
+        let mut found = Vec::new();
         let entries = self
             .listings
-            .for_page(ino, offset, || self.ns.list(&path))
+            .for_page(ino, offset, || {
+                if let Some(made) = self.prefetch.take(&path) {
+                    METRICS.listings.inc(Listed::Ahead);
+                    found = made.found;
+                    return Ok(made.entries);
+                }
+                METRICS.listings.inc(Listed::Asked);
+                let entries = self.ns.list(&path)?;
+                if entries.len() <= prefetch::MAX_ENTRIES {
+                    let subfolders = entries.iter().filter(|e| e.is_dir);
+                    self.prefetch
+                        .below(subfolders.map(|e| child_path(&path, &e.name)).collect());
+                }
+                Ok(entries)
+            })
             .map_err(|e| errno_for(&e, &path))?;
         let parent = self.inodes.parent_of(ino).unwrap_or(ROOT_INO);
         // A page from past the last entry (`.`, `..`, the names) is the kernel's read
@@ -268,6 +294,7 @@ impl RegistryFs {
             folder,
             path,
             entries,
+            found,
         })
     }
 
@@ -463,6 +490,26 @@ fn slice_at(bytes: &[u8], offset: u64, size: u32) -> &[u8] {
 
 /// ENOENT for "not there"; anything else is the store's fault: EIO, logged with the
 /// message (it names the bad file) and counted.
+/// What `path` names, and whether it is named by a digest (its entry can live long).
+fn find_node(ns: &Namespace, path: &str) -> crate::error::Result<(TimedNode, bool)> {
+    let place = ns.locate(path)?;
+    let timed = ns.lookup_place(&place, path)?;
+    Ok((timed, place.is_immutable()))
+}
+
+/// A folder made ahead of a walk ([`prefetch`]): its listing and its names' lookups.
+fn make_folder(ns: &Namespace, path: &str) -> Option<Made> {
+    let entries = ns.list(path).ok()?;
+    if entries.len() > prefetch::MAX_ENTRIES {
+        return None;
+    }
+    let found = entries
+        .iter()
+        .map(|e| find_node(ns, &child_path(path, &e.name)).ok())
+        .collect();
+    Some(Made { entries, found })
+}
+
 fn errno_for(e: &Error, what: &str) -> Errno {
     if e.is_not_found() {
         Errno::ENOENT
@@ -532,7 +579,7 @@ impl Filesystem for RegistryFs {
         let Some(name) = name.to_str() else {
             return self.reply_not_found(reply, epoch);
         };
-        match self.entry(parent.0, &parent_path, name, epoch, EntryFor::Lookup) {
+        match self.entry(parent.0, &parent_path, name, epoch, EntryFor::Lookup, None) {
             Ok(Some((attr, ttl))) => {
                 reply.entry_with_ttls(&ttl.attr, &ttl.entry, &attr, Generation(0))
             }
@@ -784,7 +831,15 @@ impl Filesystem for RegistryFs {
                     reply.add(INodeNo(ino), next, name, &none, &folder_attr, Generation(0))
                 }
                 ListingEntry::Name(entry) => {
-                    match self.entry(ino.0, &listing.path, &entry.name, epoch, EntryFor::Listing) {
+                    let known = listing.found.get(i - 2).cloned().flatten();
+                    match self.entry(
+                        ino.0,
+                        &listing.path,
+                        &entry.name,
+                        epoch,
+                        EntryFor::Listing,
+                        known,
+                    ) {
                         // One lifetime for both here: the shorter one.
                         Ok(Some((attr, ttl))) => {
                             let ttl = ttl.entry.min(ttl.attr);

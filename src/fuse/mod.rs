@@ -7,6 +7,7 @@
 //! - [`attr`]: attributes and cache lifetimes (pure);
 //! - [`handles`]: open handles and the one-backing-id-per-inode passthrough rule (pure);
 //! - `changes`: store changes → the namespace's kept times and the kernel's caches;
+//! - `prefetch`: folders made ahead of a walk, on a worker thread;
 //! - `fs`: the fuser `Filesystem`, translating requests to the above;
 //! - `session`, `daemon`: mounting, unmounting, signals, stale mounts, `--daemon`.
 
@@ -19,6 +20,7 @@ pub mod inodes;
 mod listings;
 pub mod memory;
 pub mod options;
+mod prefetch;
 mod session;
 
 pub use changes::default_tag_ttl;

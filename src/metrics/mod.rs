@@ -113,6 +113,15 @@ macro_rules! label {
 }
 
 label!(
+    /// Where a folder listing came from: made ahead of a walk and taken, or made when
+    /// asked for (none ready, or one made before a store change or too long ago).
+    Listed, "from", {
+        Ahead => "ahead",
+        Asked => "asked",
+    }
+);
+
+label!(
     /// What a FUSE lookup found.
     Found, "result", {
         Folder => "folder",
@@ -209,6 +218,7 @@ pub struct Metrics {
     pub schema1_refused: Family<Refusal, 7>,
     pub schema1_cache: Family<CacheResult, 2>,
     pub content_cache: Family<CacheResult, 2>,
+    pub listings: Family<Listed, 2>,
     pub blob_check_cache: Family<CacheResult, 2>,
     pub blob_hashed_bytes: Counter,
     pub store_errors: Family<StoreError, 4>,
@@ -242,6 +252,7 @@ impl Metrics {
             schema1_refused: Family::new(),
             schema1_cache: Family::new(),
             content_cache: Family::new(),
+            listings: Family::new(),
             blob_check_cache: Family::new(),
             blob_hashed_bytes: Counter::new(),
             store_errors: Family::new(),
@@ -275,7 +286,7 @@ impl Metrics {
         histogram(
             &mut out,
             "registryfs_schema1_generation_seconds",
-            "Time to generate (build and sign) a schema1 manifest",
+            "Time to generate a schema1 manifest (converted and laid out; it is signed when first read)",
             &self.schema1_generated,
         );
         family(
@@ -295,6 +306,12 @@ impl Metrics {
             "registryfs_content_cache_total",
             "Opens of in-memory files answered from the kept bytes, or made again",
             &self.content_cache,
+        );
+        family(
+            &mut out,
+            "registryfs_listings_total",
+            "Folder listings (with their names' lookups), by whether they were made ahead of a walk",
+            &self.listings,
         );
         family(
             &mut out,
