@@ -285,8 +285,11 @@ impl RegistryFs {
             .map_err(|e| errno_for(&e, &path))?;
         let parent = self.inodes.parent_of(ino).unwrap_or(ROOT_INO);
         // A page from past the last entry (`.`, `..`, the names) is the kernel's read
-        // of the folder's end.
+        // of the folder's end. It sends nothing from the listing, which is let go here
+        // (the last reference, so that its memory can be handed back at once).
+        let mut entries = entries;
         if usize::try_from(offset).unwrap_or(usize::MAX) >= entries.len() + 2 {
+            entries = Arc::from(Vec::new());
             self.listings.done(ino);
         }
         Ok(FolderListing {
@@ -501,6 +504,11 @@ fn find_node(ns: &Namespace, path: &str) -> crate::error::Result<(TimedNode, boo
 fn make_folder(ns: &Namespace, path: &str) -> Option<Made> {
     let entries = ns.list(path).ok()?;
     if entries.len() > prefetch::MAX_ENTRIES {
+        let many = entries.len() > 10 * prefetch::MAX_ENTRIES;
+        drop(entries);
+        if many {
+            super::memory::release_free_pages();
+        }
         return None;
     }
     let found = entries

@@ -76,7 +76,10 @@ impl Listings {
         self.kept.remove(&ino);
         let mut oversized = self.oversized();
         if oversized.as_ref().is_some_and(|(i, _)| *i == ino) {
-            *oversized = None;
+            let gone = oversized.take();
+            drop(oversized);
+            drop(gone);
+            super::memory::release_free_pages();
         }
     }
 
