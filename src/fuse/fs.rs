@@ -491,8 +491,6 @@ fn slice_at(bytes: &[u8], offset: u64, size: u32) -> &[u8] {
     &bytes[start..end]
 }
 
-/// ENOENT for "not there"; anything else is the store's fault: EIO, logged with the
-/// message (it names the bad file) and counted.
 /// What `path` names, and whether it is named by a digest (its entry can live long).
 fn find_node(ns: &Namespace, path: &str) -> crate::error::Result<(TimedNode, bool)> {
     let place = ns.locate(path)?;
@@ -518,6 +516,8 @@ fn make_folder(ns: &Namespace, path: &str) -> Option<Made> {
     Some(Made { entries, found })
 }
 
+/// ENOENT for "not there"; anything else is the store's fault: EIO, logged with the
+/// message (it names the bad file) and counted.
 fn errno_for(e: &Error, what: &str) -> Errno {
     if e.is_not_found() {
         Errno::ENOENT
