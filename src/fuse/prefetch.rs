@@ -157,7 +157,9 @@ fn work(shared: &Shared, jobs: &Receiver<Vec<String>>) {
                 state.making = Some(path.clone());
             }
             let epoch = shared.epoch.now();
+            let mut unwinding = Unwinding(Some(shared));
             let made = (shared.make)(&path);
+            unwinding.0 = None;
             let mut state = shared.lock();
             state.making = None;
             if let Some(made) = made {
@@ -172,6 +174,20 @@ fn work(shared: &Shared, jobs: &Receiver<Vec<String>>) {
                 keep(&mut state, path, made, epoch);
             }
             drop(state);
+            shared.made.notify_all();
+        }
+    }
+}
+
+/// Clears [`State::making`] and wakes the adapter if making a folder unwinds: no request
+/// waits for a folder that will never come. (A folder made is published, and `making`
+/// cleared, under one lock.)
+struct Unwinding<'a>(Option<&'a Shared>);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0 {
+            shared.lock().making = None;
             shared.made.notify_all();
         }
     }
@@ -273,6 +289,26 @@ mod tests {
         wait_for(&prefetch, "r/a/b").expect("made");
         epoch.advance();
         assert!(prefetch.take("r/a/a").is_none(), "made before the change");
+    }
+
+    #[test]
+    fn a_folder_whose_making_panics_is_not_waited_for() {
+        let called = Arc::new(AtomicUsize::new(0));
+        let seen = called.clone();
+        let prefetch = Prefetch::new(
+            Arc::new(ChangeEpoch::default()),
+            Box::new(move |_: &str| {
+                seen.fetch_add(1, Ordering::SeqCst);
+                panic!("a bug in making a folder");
+            }),
+        );
+        prefetch.below(vec!["r/a".into()]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while called.load(Ordering::SeqCst) == 0 || prefetch.shared.lock().making.is_some() {
+            assert!(Instant::now() < deadline, "still marked as being made");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(prefetch.take("r/a").is_none());
     }
 
     #[test]
