@@ -265,7 +265,7 @@ impl RegistryFs {
             return Err(Errno::ENOTDIR);
         }
         let mut found = Vec::new();
-        let entries = self
+        let mut entries = self
             .listings
             .for_page(ino, offset, || {
                 if let Some(made) = self.prefetch.take(&path) {
@@ -287,7 +287,6 @@ impl RegistryFs {
         // A page from past the last entry (`.`, `..`, the names) is the kernel's read
         // of the folder's end. It sends nothing from the listing, which is let go here
         // (the last reference, so that its memory can be handed back at once).
-        let mut entries = entries;
         if usize::try_from(offset).unwrap_or(usize::MAX) >= entries.len() + 2 {
             entries = Arc::from(Vec::new());
             self.listings.done(ino);
