@@ -193,13 +193,14 @@ impl Drop for Unwinding<'_> {
     }
 }
 
+/// Keeps a made folder, dropping the oldest made past [`MAX_READY`]. The order is
+/// bounded itself, not only the folders still there: in a walk every made folder is
+/// taken, and an order trimmed only when `ready` is full would grow by one path per
+/// folder made.
 fn keep(state: &mut State, path: String, made: Made, epoch: u64) {
-    while state.ready.len() >= MAX_READY {
-        match state.order.pop_front() {
-            Some(old) => {
-                state.ready.remove(&old);
-            }
-            None => break,
+    while state.order.len() >= MAX_READY {
+        if let Some(old) = state.order.pop_front() {
+            state.ready.remove(&old);
         }
     }
     state.order.push_back(path.clone());
@@ -324,5 +325,23 @@ mod tests {
         assert_eq!(state.ready.len(), MAX_READY);
         assert!(state.ready.contains_key(&format!("f{}", MAX_READY * 2 - 1)));
         assert!(!state.ready.contains_key("f0"), "the oldest went first");
+    }
+
+    #[test]
+    fn folders_taken_as_made_leave_nothing_behind() {
+        let mut state = State::default();
+        for i in 0..MAX_READY * 4 {
+            let made = Made {
+                entries: Vec::new(),
+                found: Vec::new(),
+            };
+            keep(&mut state, format!("f{i}"), made, 0);
+            state.ready.remove(&format!("f{i}"));
+        }
+        assert!(
+            state.order.len() <= MAX_READY,
+            "{} paths",
+            state.order.len()
+        );
     }
 }
