@@ -8,8 +8,6 @@ use super::key::SigningKey;
 use crate::gojson;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use p256::ecdsa::signature::Signer;
-use p256::ecdsa::Signature;
 use std::sync::{Arc, OnceLock};
 
 /// Index of the last rune in `b[..end]` that is not white space (Go's
@@ -118,8 +116,8 @@ impl Unsigned {
         payload.extend_from_slice(&self.layout[..self.format_len]);
         payload.extend_from_slice(&self.tail);
         let signing_input = format!("{}.{}", self.protected, URL_SAFE_NO_PAD.encode(&payload));
-        let signature: Signature = self.key.ecdsa.sign(signing_input.as_bytes());
-        let encoded = URL_SAFE_NO_PAD.encode(signature.to_bytes());
+        let signature = super::es256::sign(&self.key.ecdsa, signing_input.as_bytes());
+        let encoded = URL_SAFE_NO_PAD.encode(signature);
         debug_assert_eq!(encoded.len(), SIGNATURE_CHARS);
         let mut doc = self.layout.clone();
         doc[self.signature_at..self.signature_at + SIGNATURE_CHARS]

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod es256;
 pub mod jws;
 pub mod key;
 
