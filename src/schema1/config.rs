@@ -238,6 +238,12 @@ impl ImageConfig {
     /// Decodes the fields distribution's `configManifestBuilder` declares.
     pub fn decode(config: &[u8]) -> Result<ImageConfig, String> {
         let tape = gojson::parse(config).map_err(|e| e.to_string())?;
+        ImageConfig::from_tape(&tape)
+    }
+
+    /// [`ImageConfig::decode`] of a config already parsed (the conversion reads the
+    /// tape twice: here, and for the top history entry's raw members).
+    pub fn from_tape(tape: &gojson::Tape<'_>) -> Result<ImageConfig, String> {
         let mut c = ImageConfig::default();
         let root = tape.root();
         if !matches!(root.kind(), Kind::Object | Kind::Null) {

@@ -48,7 +48,8 @@ pub fn build_payload(
             return Err(format!("layer digest {layer}: upper-case hex is invalid"));
         }
     }
-    let img = ImageConfig::decode(config).map_err(|e| format!("config: {e}"))?;
+    let tape = gojson::parse(config).map_err(|e| format!("config: {e}"))?;
+    let img = ImageConfig::from_tape(&tape).map_err(|e| format!("config: {e}"))?;
     let history = img.history.as_slice();
     let Some((top, lower)) = history.split_last() else {
         return Err("empty history when trying to create schema1 manifest".into());
@@ -99,7 +100,7 @@ pub fn build_payload(
     let mut id_input = format!("{} {parent} ", encoded(sum)).into_bytes();
     id_input.extend_from_slice(config);
     let top_id = sha256_hex(&id_input);
-    let (top_json, created) = top_v1_compatibility(config, &top_id, &parent, top.empty_layer)?;
+    let (top_json, created) = top_v1_compatibility(&tape, &top_id, &parent, top.empty_layer)?;
     v1_compat[0] = top_json;
 
     let signing_time = created
@@ -154,12 +155,11 @@ fn lower_v1_compatibility(id: &str, parent: &str, h: &super::config::History) ->
 /// plus `id` (and `parent`/`throwaway` when set), written with sorted keys. Also returns
 /// the config's top-level `created`, which picks the signing time.
 fn top_v1_compatibility(
-    config: &[u8],
+    tape: &gojson::Tape<'_>,
     id: &str,
     parent: &str,
     throwaway: bool,
 ) -> Result<(Vec<u8>, Option<GoTime>), String> {
-    let tape = gojson::parse(config).map_err(|e| format!("config: {e}"))?;
     if tape.root().kind() != Kind::Object {
         return Err("config: json: cannot unmarshal into map".into());
     }
@@ -181,7 +181,7 @@ fn top_v1_compatibility(
     if throwaway {
         map.insert("throwaway".into(), b"true".to_vec());
     }
-    let mut out = Vec::with_capacity(config.len() + 128);
+    let mut out = Vec::with_capacity(tape.root().raw().len() + 128);
     out.push(b'{');
     for (i, (key, value)) in map.iter().enumerate() {
         if i > 0 {
