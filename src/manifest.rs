@@ -134,7 +134,7 @@ fn descriptor(node: &Node<'_, '_>) -> Result<Descriptor, String> {
             let mut out = Vec::new();
             for (k, v) in a.members() {
                 out.push((
-                    k,
+                    k.into_owned(),
                     v.string_value()
                         .ok_or("annotation values must be strings")?,
                 ));

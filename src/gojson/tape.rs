@@ -4,6 +4,7 @@
 //! the registry accepts) neither overflows a thread's stack on parse nor on drop.
 
 use super::decode_rune;
+use std::borrow::Cow;
 
 /// Go's `maxNestingDepth`.
 const MAX_DEPTH: usize = 10_000;
@@ -96,7 +97,9 @@ impl<'t, 'a> Node<'t, 'a> {
     }
 
     /// Object members as (decoded key, value), in document order; empty for non-objects.
-    pub fn members(&self) -> impl Iterator<Item = (String, Node<'t, 'a>)> + 't {
+    /// A key without escapes or non-ASCII bytes is borrowed from the source: looking a
+    /// field up by name allocates nothing.
+    pub fn members(&self) -> impl Iterator<Item = (Cow<'a, str>, Node<'t, 'a>)> + 't {
         let tape = self.tape;
         let e = self.entry();
         let mut i = if e.kind == Kind::Object {
@@ -112,7 +115,7 @@ impl<'t, 'a> Node<'t, 'a> {
                     index: key.entry().next,
                 };
                 i = value.entry().next;
-                (key.string_value().unwrap_or_default(), value)
+                (key.key_value(), value)
             })
         })
     }
@@ -120,6 +123,17 @@ impl<'t, 'a> Node<'t, 'a> {
     /// A string's value as Go's decoder produces it, or None for non-strings.
     pub fn string_value(&self) -> Option<String> {
         (self.kind() == Kind::String).then(|| unquote(self.raw()))
+    }
+
+    /// A member key's value (a key is always a string): plain ASCII as it stands in the
+    /// source, anything else decoded.
+    fn key_value(&self) -> Cow<'a, str> {
+        let raw = self.raw();
+        let body = &raw[1..raw.len() - 1];
+        match body.iter().all(|&b| b != b'\\' && b < 0x80) {
+            true => std::str::from_utf8(body).map_or_else(|_| unquote(raw).into(), Cow::Borrowed),
+            false => unquote(raw).into(),
+        }
     }
 }
 

@@ -167,7 +167,7 @@ fn top_v1_compatibility(
     for (key, value) in tape.root().members() {
         let mut compacted = Vec::with_capacity(value.raw().len());
         compact_html(&mut compacted, value.raw());
-        map.insert(key, compacted);
+        map.insert(key.into_owned(), compacted);
     }
     let created = map
         .get("created")

@@ -232,6 +232,7 @@ fn from_jwk(text: &[u8]) -> std::result::Result<SigningKey, String> {
     let mut fields = BTreeMap::new();
     let mut extras = BTreeMap::new();
     for (k, v) in tape.root().members() {
+        let k = k.into_owned();
         match k.as_str() {
             "kty" | "crv" | "x" | "y" | "d" | "kid" => {
                 let s = v
