@@ -348,34 +348,29 @@ pub(crate) mod tests {
     /// The direct layout is `Indent` of `Marshal`'s compact output, as Go makes it.
     #[test]
     fn the_manifest_is_indented_as_go_indents_it() {
+        /// What Go's `Marshal` writes for the struct: members in field order, no spaces.
         fn compact(name: &str, tag: &str, arch: &str, sums: &[String], v1: &[Vec<u8>]) -> Vec<u8> {
-            let mut c = b"{\"schemaVersion\":1,\"name\":".to_vec();
-            write_string(&mut c, name.as_bytes());
-            c.extend_from_slice(b",\"tag\":");
-            write_string(&mut c, tag.as_bytes());
-            c.extend_from_slice(b",\"architecture\":");
-            write_string(&mut c, arch.as_bytes());
-            c.extend_from_slice(b",\"fsLayers\":[");
-            for (i, sum) in sums.iter().enumerate() {
-                c.extend_from_slice(if i == 0 {
-                    b"{\"blobSum\":"
-                } else {
-                    b",{\"blobSum\":"
-                });
-                write_string(&mut c, sum.as_bytes());
-                c.push(b'}');
+            let mut c = b"{\"schemaVersion\":1".to_vec();
+            for (key, value) in [("name", name), ("tag", tag), ("architecture", arch)] {
+                c.extend_from_slice(format!(",\"{key}\":").as_bytes());
+                write_string(&mut c, value.as_bytes());
             }
-            c.extend_from_slice(b"],\"history\":[");
-            for (i, compat) in v1.iter().enumerate() {
-                c.extend_from_slice(if i == 0 {
-                    b"{\"v1Compatibility\":"
-                } else {
-                    b",{\"v1Compatibility\":"
-                });
-                write_string(&mut c, compat);
-                c.push(b'}');
+            let sums: Vec<&[u8]> = sums.iter().map(|s| s.as_bytes()).collect();
+            let v1: Vec<&[u8]> = v1.iter().map(|v| v.as_slice()).collect();
+            for (array, key, values) in [
+                ("fsLayers", "blobSum", sums),
+                ("history", "v1Compatibility", v1),
+            ] {
+                c.extend_from_slice(format!(",\"{array}\":[").as_bytes());
+                for (i, value) in values.iter().enumerate() {
+                    let comma = if i > 0 { "," } else { "" };
+                    c.extend_from_slice(format!("{comma}{{\"{key}\":").as_bytes());
+                    write_string(&mut c, value);
+                    c.push(b'}');
+                }
+                c.push(b']');
             }
-            c.extend_from_slice(b"]}");
+            c.push(b'}');
             c
         }
         let sums: Vec<String> = vec![
