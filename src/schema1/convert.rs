@@ -197,7 +197,7 @@ fn top_v1_compatibility(
 
 /// `json.MarshalIndent(manifest, "", "   ")` of schema1's `Manifest` struct, written
 /// indented at once: the layout is fixed, and a second pass over the escaped history
-/// (Go's `Indent`) was a fifth of the conversion. `gojson::indent` of the compact form
+/// (Go's `Indent`) was about a tenth of the conversion. `gojson::indent` of the compact form
 /// gives the same bytes (a test holds them together).
 fn print_manifest(
     name: &str,
