@@ -131,7 +131,7 @@ class Mount:
         detach(self.mountpoint)
         parent_dev = os.stat(os.path.dirname(os.path.abspath(self.mountpoint))).st_dev
         log = open(self.log_path, "ab")
-        cmd = [self.binary, "mount", self.store, self.mountpoint, *self.args]
+        cmd = self.command()
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                      start_new_session=True, env=self.env)
@@ -151,6 +151,9 @@ class Mount:
             time.sleep(0.0002)
         raise ServerError("registryfs mount: not answering in time:\n" + tail(self.log_path))
 
+    def command(self):
+        return [self.binary, "mount", self.store, self.mountpoint, *self.args]
+
     def rss_kib(self):
         return proc_status(self.proc.pid)
 
@@ -159,6 +162,14 @@ class Mount:
         CLEANUP.remove(self.stop)
         stop_process(proc, signal.SIGTERM, timeout=10)
         detach(self.mountpoint)
+
+
+class FloorMount(Mount):
+    """examples/fuse_floor: the tree of a listing served from memory, no work per
+    request: what the kernel and the FUSE protocol alone cost a walk."""
+
+    def command(self):
+        return [self.binary, self.mountpoint, self.store]
 
 
 def process_tree(pid):
@@ -697,15 +708,19 @@ def bench_scale(args, work, store):
                "ms", ready_ms / reg_ready_ms, "<= 100 ms", ready_ms <= 100)
         rss0 = m.rss_kib()["VmRSS"]
 
-        def walk(root):
+        def walk(root, listing=os.devnull):
+            """The issue's `find ROOT -printf '%s %y\\n'`, which also writes each entry's
+            path, type and size to `listing` (fuse_floor's input; every walk does, alike)."""
             t0 = time.perf_counter()
-            p = run(["find", root, "-printf", "%s %y\n"], timeout=args.walk_timeout)
+            p = run(["find", root, "-printf", "%s %y\n", "-fprintf", listing, "%P\t%y\t%s\n"],
+                    timeout=args.walk_timeout)
             secs = time.perf_counter() - t0
             lines = p.stdout.decode().splitlines()
             return secs, len(lines), sum(1 for ln in lines if ln.endswith("f"))
 
         plain_s, plain_n, _ = walk(os.path.join(store, "docker/registry/v2"))
-        mount_s, mount_n, mount_files = walk(mp)
+        listing = os.path.join(work, "scale-walk.list")
+        mount_s, mount_n, mount_files = walk(mp, listing)
         st = m.rss_kib()
         inodes = fuse_inodes()
         note(f"scale: find -printf '%s' over the mount: {mount_n} entries ({mount_files} files, each stat'ed: "
@@ -718,6 +733,16 @@ def bench_scale(args, work, store):
         figure("daemon RSS after the walk vs target", f"{rss:.1f}", "64", "MiB", rss / 64, "<= 64 MiB", rss <= 64)
     finally:
         m.stop()
+    floor = FloorMount(os.path.join(os.path.dirname(args.example), "fuse_floor"), listing,
+                       os.path.join(work, "mnt-floor"), [], os.path.join(work, "floor.log")).start(timeout=120)
+    try:
+        floor_s, floor_n, _ = walk(floor.mountpoint)
+    finally:
+        floor.stop()
+    note(f"scale: the same tree from examples/fuse_floor (read from the mount's walk, answered from memory, no work "
+         f"per request): {floor_n} entries in {floor_s:.1f}s, {floor_s / plain_s:.2f}x the store walk")
+    figure("find walk, 100k repositories, mount vs the same tree from a FUSE daemon doing nothing", f"{mount_s:.1f}",
+           f"{floor_s:.1f} fuse_floor", "s", mount_s / floor_s, "(none)", None)
     bench_oci_walk(args, work, walk)
 
 
