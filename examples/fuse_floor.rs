@@ -86,6 +86,20 @@ impl Floor {
             })
     }
 
+    /// A folder's children from `offset` on, with the offset that follows each.
+    fn entries(
+        &self,
+        ino: INodeNo,
+        offset: u64,
+    ) -> Option<impl Iterator<Item = (u64, u64, &Node)>> {
+        let dir = self.node(ino)?;
+        let children = dir.children.iter().enumerate().skip(offset as usize);
+        Some(
+            children
+                .filter_map(|(i, &child)| Some((i as u64 + 1, child, self.node(INodeNo(child))?))),
+        )
+    }
+
     fn node(&self, ino: INodeNo) -> Option<&Node> {
         self.nodes.get(usize::try_from(ino.0).ok()?.checked_sub(1)?)
     }
@@ -164,15 +178,12 @@ impl Filesystem for Floor {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(dir) = self.node(ino) else {
+        let Some(entries) = self.entries(ino, offset) else {
             return reply.error(Errno::ENOENT);
         };
-        for (i, &child) in dir.children.iter().enumerate().skip(offset as usize) {
-            let Some(node) = self.node(INodeNo(child)) else {
-                continue;
-            };
+        for (next, child, node) in entries {
             let kind = self.attr(child, node).kind;
-            if reply.add(INodeNo(child), i as u64 + 1, kind, &*node.name) {
+            if reply.add(INodeNo(child), next, kind, &*node.name) {
                 break;
             }
         }
@@ -187,17 +198,14 @@ impl Filesystem for Floor {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(dir) = self.node(ino) else {
+        let Some(entries) = self.entries(ino, offset) else {
             return reply.error(Errno::ENOENT);
         };
-        for (i, &child) in dir.children.iter().enumerate().skip(offset as usize) {
-            let Some(node) = self.node(INodeNo(child)) else {
-                continue;
-            };
+        for (next, child, node) in entries {
             let attr = self.attr(child, node);
             if reply.add(
                 INodeNo(child),
-                i as u64 + 1,
+                next,
                 &*node.name,
                 &TTL,
                 &attr,
