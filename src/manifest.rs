@@ -96,11 +96,11 @@ pub struct ParsedManifest {
     pub untyped: bool,
 }
 
-/// Go struct-field lookup: the last member whose key matches `name` exactly or, failing
-/// that, ASCII-case-insensitively (enough for these ASCII field names).
+/// Go struct-field lookup: the last member whose key matches `name` exactly or as Go
+/// folds field names (`ſchemaVersion` is `schemaVersion` to registry 2.8.2 too).
 fn field<'t, 'a>(obj: &Node<'t, 'a>, name: &str) -> Option<Node<'t, 'a>> {
     obj.members()
-        .filter(|(k, _)| k == name || k.eq_ignore_ascii_case(name))
+        .filter(|(k, _)| k == name || gojson::field_name_folds(name, k))
         .map(|(_, v)| v)
         .last()
 }
@@ -327,6 +327,11 @@ mod tests {
             (
                 r#"{"schemaVersion":2,"manifests":null}"#,
                 Some(ManifestKind::Oci),
+            ),
+            // Keys fold as Go folds field names: U+017F is an `s` to it.
+            (
+                "{\"\u{17f}chemaVersion\":2,\"MEDIATYPE\":\"application/vnd.docker.distribution.manifest.v2+json\"}",
+                Some(ManifestKind::Schema2),
             ),
             (r#"{"schemaVersion":3}"#, None),
             (r#"{"schemaVersion":2,"mediaType":"text/plain"}"#, None),

@@ -11,6 +11,25 @@ pub use encode::{compact_html, indent, write_string};
 
 pub use tape::{parse, Kind, Node, SyntaxError, Tape};
 
+/// Go's `foldFunc` semantics for ASCII struct field names, which `Unmarshal` uses when no
+/// key matches a field exactly: ASCII case-insensitive, and `s`/`k` also match U+017F
+/// (long s) and U+212A (Kelvin sign) in the key.
+pub fn field_name_folds(field: &str, key: &str) -> bool {
+    let mut key_chars = key.chars();
+    for f in field.chars() {
+        let Some(k) = key_chars.next() else {
+            return false;
+        };
+        let same = f.eq_ignore_ascii_case(&k)
+            || (matches!(f, 's' | 'S') && k == '\u{17f}')
+            || (matches!(f, 'k' | 'K') && k == '\u{212a}');
+        if !same {
+            return false;
+        }
+    }
+    key_chars.next().is_none()
+}
+
 /// Go's `utf8.DecodeRune`: the rune at the start of `b` and its length, or `None` for an
 /// invalid sequence (which Go consumes one byte at a time).
 pub fn decode_rune(b: &[u8]) -> Option<(char, usize)> {

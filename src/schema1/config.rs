@@ -168,7 +168,7 @@ fn decode_struct(
                 let index = names
                     .iter()
                     .position(|n| *n == key)
-                    .or_else(|| names.iter().position(|n| go_equal_fold(n, &key)));
+                    .or_else(|| names.iter().position(|n| gojson::field_name_folds(n, &key)));
                 if let Some(i) = index {
                     field(i, &value)?;
                 }
@@ -177,24 +177,6 @@ fn decode_struct(
         }
         _ => Err(type_error(what, node)),
     }
-}
-
-/// Go's `foldFunc` semantics for ASCII field names: ASCII case-insensitive, and `s`/`k`
-/// also match U+017F (long s) and U+212A (Kelvin sign).
-fn go_equal_fold(field: &str, key: &str) -> bool {
-    let mut key_chars = key.chars();
-    for f in field.chars() {
-        let Some(k) = key_chars.next() else {
-            return false;
-        };
-        let same = f.eq_ignore_ascii_case(&k)
-            || (matches!(f, 's' | 'S') && k == '\u{17f}')
-            || (matches!(f, 'k' | 'K') && k == '\u{212a}');
-        if !same {
-            return false;
-        }
-    }
-    key_chars.next().is_none()
 }
 
 fn decode_history(h: &mut History, node: &Node<'_, '_>) -> Decoded {

@@ -414,6 +414,20 @@ def fx_gojson_quirks():
         b'"os":"linux","rootfs":{"type":"layers","diff_ids":@DIFF_IDS@,"base_layer":null}}',
         l4,
     )
+    l5 = L("quirks-manifest-keys")
+    folded = Image(
+        fill(
+            b'{"architecture":"amd64","history":[{"created":"2024-01-01T00:00:00Z","created_by":"ADD z /"}],'
+            b'"os":"linux","rootfs":{"type":"layers","diff_ids":@DIFF_IDS@}}',
+            l5,
+        ),
+        l5,
+    )
+    # The manifest's own keys fold as well: registry 2.8.2 reads "\u017fchemaVersion"
+    # as schemaVersion and "MEDIATYPE" as mediaType (the first of each is the top level).
+    folded.manifest = folded.manifest.replace(b'"schemaVersion"', '"\u017fchemaVersion"'.encode(), 1)
+    folded.manifest = folded.manifest.replace(b'"mediaType"', b'"MEDIATYPE"', 1)
+    folded.digest = sha256_digest(folded.manifest)
     return Fixture(
         "gojson-quirks",
         "case-insensitive keys, duplicate keys, config id/parent/throwaway, long-s folding, nulls",
@@ -422,12 +436,14 @@ def fx_gojson_quirks():
             Push("gojson/quirks", "single-entry", Image(single, l2)),
             Push("gojson/quirks", "long-s", Image(longs, l3)),
             Push("gojson/quirks", "nulls", Image(nulls, l4)),
+            Push("gojson/quirks", "manifest-keys", folded),
         ],
         {
             ("gojson/quirks", "casefold"): {"status": 200},
             ("gojson/quirks", "single-entry"): {"status": 200},
             ("gojson/quirks", "long-s"): {"status": 200},
             ("gojson/quirks", "nulls"): {"status": 200},
+            ("gojson/quirks", "manifest-keys"): {"status": 200},
         },
     )
 
