@@ -23,6 +23,7 @@ pub fn sign(key: &SigningKey, message: &[u8]) -> [u8; 64] {
     let d = key.as_nonzero_scalar();
     let order = NistP256::ORDER;
     let mut nonces = rfc6979::KGenerator::<NonceHash, U256>::new(&d.to_repr(), &z, &[], &order);
+    let z = reduce(&z);
     loop {
         let mut k_bytes = FieldBytes::default();
         nonces.fill_next_k(&mut k_bytes);
@@ -33,7 +34,6 @@ pub fn sign(key: &SigningKey, message: &[u8]) -> [u8; 64] {
             return p256_signature(key, message);
         };
         let r = reduce(&x);
-        let z = reduce(&z);
         let s = *Invert::invert(&k) * (z + r * d.as_ref());
         // Zero r or s (probability 2^-256) takes the next nonce, as RFC 6979 says.
         if bool::from(r.is_zero() | s.is_zero()) {
