@@ -97,8 +97,8 @@ impl<'t, 'a> Node<'t, 'a> {
     }
 
     /// Object members as (decoded key, value), in document order; empty for non-objects.
-    /// A key without escapes or non-ASCII bytes is borrowed from the source: looking a
-    /// field up by name allocates nothing.
+    /// A key without escapes is borrowed from the source: looking a field up by name
+    /// allocates nothing.
     pub fn members(&self) -> impl Iterator<Item = (Cow<'a, str>, Node<'t, 'a>)> + 't {
         let tape = self.tape;
         let e = self.entry();
@@ -125,14 +125,15 @@ impl<'t, 'a> Node<'t, 'a> {
         (self.kind() == Kind::String).then(|| unquote(self.raw()))
     }
 
-    /// A member key's value (a key is always a string): plain ASCII as it stands in the
-    /// source, anything else decoded.
+    /// A member key's value (a key is always a string): as it stands in the source when
+    /// it is valid UTF-8 without escapes (what `unquote` would return unchanged), else
+    /// decoded.
     fn key_value(&self) -> Cow<'a, str> {
         let raw = self.raw();
         let body = &raw[1..raw.len() - 1];
-        match body.iter().all(|&b| b != b'\\' && b < 0x80) {
-            true => std::str::from_utf8(body).map_or_else(|_| unquote(raw).into(), Cow::Borrowed),
-            false => unquote(raw).into(),
+        match std::str::from_utf8(body) {
+            Ok(plain) if !body.contains(&b'\\') => Cow::Borrowed(plain),
+            _ => unquote(raw).into(),
         }
     }
 }
