@@ -434,15 +434,27 @@ fn may_be_partial_digest(text: &str) -> bool {
 }
 
 /// Reads at most `limit` bytes from an open file (it can grow after the size check).
-/// `size` is the length `fstat` gave: with room for it and one byte more, a file read
-/// whole takes two `read`s (the second sees the end) instead of a growing buffer's
-/// several.
-fn read_limited_from(file: File, path: &Path, limit: u64, size: u64) -> Result<Vec<u8>> {
+/// `size` is the length `fstat` gave. The buffer has room for one byte more, so a
+/// first `read` that returns exactly `size` bytes stopped short of that room: the
+/// file ended there, and no second `read` is needed to see the end. Anything else (a
+/// file that grew or shrank since `fstat`) is read on to its end.
+fn read_limited_from(mut file: File, path: &Path, limit: u64, size: u64) -> Result<Vec<u8>> {
     let room = usize::try_from(size.min(limit) + 1).unwrap_or(usize::MAX);
-    let mut bytes = Vec::with_capacity(room);
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(path, e))?;
+    let mut bytes = vec![0u8; room];
+    let first = loop {
+        match file.read(&mut bytes) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    };
+    bytes.truncate(first);
+    if first as u64 != size || first == room {
+        let rest = (limit + 1).saturating_sub(first as u64);
+        file.take(rest)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(path, e))?;
+    }
     if bytes.len() as u64 > limit {
         return Err(Error::invalid(
             path,
@@ -485,6 +497,24 @@ mod tests {
         ] {
             assert!(!may_be_partial_digest(bad), "{bad:?}");
         }
+    }
+
+    /// A file that grew or shrank between `fstat` and the read is read to its end (the
+    /// one-`read` shortcut holds only for the size `fstat` gave), within the limit.
+    #[test]
+    fn a_file_whose_size_changed_since_fstat_is_read_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").expect("write");
+        let read = |claimed: u64, limit: u64| {
+            let file = File::open(&path).expect("open");
+            read_limited_from(file, &path, limit, claimed)
+        };
+        for claimed in [0, 5, 9, 10, 11, 20] {
+            assert_eq!(read(claimed, 64).expect("read"), b"0123456789", "{claimed}");
+        }
+        assert!(read(5, 8).is_err(), "grew past the limit");
+        assert_eq!(read(10, 10).expect("at the limit"), b"0123456789");
     }
 
     #[test]
