@@ -49,7 +49,7 @@ pub fn mount(
         daemon::Ready::foreground()
     };
     abort_on_panic();
-    tune_allocator();
+    tune_allocator(ns.store().reused_block_bytes());
     session::serve(ns, store, &mountpoint, settings, ready)
 }
 
@@ -57,13 +57,22 @@ pub fn mount(
 /// over a long life: let glibc hand big blocks (the inode table's chunks and index, a
 /// large folder's listing) back to the system when they are freed. By default it raises
 /// its mmap threshold each time such a block is freed, after which the next ones come
-/// from the heap and stay resident when freed.
-fn tune_allocator() {
+/// from the heap and stay resident when freed. Blocks the store allocates and frees all
+/// the time (`reused_block_bytes`) stay below the threshold, in the heap.
+fn tune_allocator(reused_block_bytes: usize) {
+    let threshold = mmap_threshold(reused_block_bytes);
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes glibc's allocator parameters; no pointers involved.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, threshold);
     }
+}
+
+/// glibc's initial threshold, above every reused block.
+fn mmap_threshold(reused_block_bytes: usize) -> libc::c_int {
+    const DEFAULT_MMAP_THRESHOLD: usize = 128 * 1024;
+    let threshold = DEFAULT_MMAP_THRESHOLD.max(reused_block_bytes.saturating_add(1));
+    libc::c_int::try_from(threshold).unwrap_or(libc::c_int::MAX)
 }
 
 /// A panic in a request handler would leave its request unanswered and the calling
@@ -76,4 +85,20 @@ fn abort_on_panic() {
         log::error!("registryfs: panic, aborting: {info}");
         std::process::abort();
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_a_store_reuses_stay_below_the_mmap_threshold() {
+        assert_eq!(
+            mmap_threshold(0),
+            128 * 1024,
+            "local stores: glibc's default"
+        );
+        assert!(mmap_threshold(1 << 20) > 1 << 20);
+        assert_eq!(mmap_threshold(usize::MAX), libc::c_int::MAX);
+    }
 }

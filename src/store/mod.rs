@@ -189,6 +189,13 @@ pub trait Store: Send + Sync {
     /// The store may have changed (a change notification, or the poll came round):
     /// whatever it keeps about links, listings and files must be read again.
     fn changed(&self) {}
+
+    /// The size of the largest blocks the store's reading allocates and frees over and
+    /// over (an HTTP client's receive buffers): a mount keeps blocks up to this size in
+    /// the heap for reuse. Zero: local stores read into buffers they are given.
+    fn reused_block_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// Options that only apply to some layouts.
