@@ -410,8 +410,6 @@ impl Store for S3Store {
         (self.cache_dir.clone(), crate::watch::Layout::Remote)
     }
 
-    /// Called at each change poll: the answers fetched before the previous poll go
-    /// (see [`answers`]; nothing tells a mount when a bucket changes).
     /// hyper reads a response into buffers of up to 408 KiB (its adaptive read
     /// buffer's maximum). The body chunks cut from one keep it alive, so every buffer
     /// is new: allocated by mmap above the mount's threshold, each received page was
@@ -421,6 +419,8 @@ impl Store for S3Store {
         1 << 20
     }
 
+    /// Called at each change poll: the answers fetched before the previous poll go
+    /// (see [`answers`]; nothing tells a mount when a bucket changes).
     fn changed(&self) {
         let mut polled = self.polled.lock().unwrap_or_else(|p| p.into_inner());
         self.answers.forget_older_than(polled.elapsed());
