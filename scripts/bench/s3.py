@@ -698,7 +698,7 @@ def main(argv=None):
     ap.add_argument("--only", default="blob,nginx,remote,twin")
     ap.add_argument("--blob-mib", type=int, default=256)
     ap.add_argument("--blob-rounds", type=int, default=3, help="cold rounds (a fresh mount each)")
-    ap.add_argument("--warm-rounds", type=int, default=9)
+    ap.add_argument("--warm-rounds", type=int, default=31)
     ap.add_argument("--repos", type=int, default=50, help="bench images pushed (GET round robin)")
     ap.add_argument("--cold-tags", type=int, default=20, help="tags GET for the first time on each server")
     ap.add_argument("--seconds", type=int, default=3, help="wrk duration per run")
