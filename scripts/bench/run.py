@@ -741,17 +741,23 @@ def bench_scale(args, work, store):
                f"{plain_s:.1f} store", "s", again_s / plain_s, "(none)", None)
     finally:
         m.stop()
-    floor = FloorMount(os.path.join(os.path.dirname(args.example), "fuse_floor"), listing,
-                       os.path.join(work, "mnt-floor"), [], os.path.join(work, "floor.log")).start(timeout=120)
-    try:
-        floor_s, floor_n, _ = walk(floor.mountpoint)
-    finally:
-        floor.stop()
+    floor_s, floor_n = floor_walk(args, work, "floor", listing, walk)
     note(f"scale: the same tree from examples/fuse_floor (read from the mount's walk, answered from memory, no work "
          f"per request): {floor_n} entries in {floor_s:.1f}s, {floor_s / plain_s:.2f}x the store walk")
     figure("find walk, 100k repositories, mount vs the same tree from a FUSE daemon doing nothing", f"{mount_s:.1f}",
            f"{floor_s:.1f} fuse_floor", "s", mount_s / floor_s, "(none)", None)
     bench_oci_walk(args, work, walk)
+
+
+def floor_walk(args, work, name, listing, walk):
+    """`walk` over examples/fuse_floor serving the tree in `listing`: seconds, entries."""
+    floor = FloorMount(os.path.join(os.path.dirname(args.example), "fuse_floor"), listing,
+                       os.path.join(work, f"mnt-{name}"), [], os.path.join(work, f"{name}.log")).start(timeout=120)
+    try:
+        secs, entries, _ = walk(floor.mountpoint)
+    finally:
+        floor.stop()
+    return secs, entries
 
 
 def bench_oci_walk(args, work, walk):
@@ -779,12 +785,7 @@ def bench_oci_walk(args, work, walk):
                f"{again_s:.2f}", f"{plain_s:.2f} store", "s", again_s / plain_s, "(none)", None)
     finally:
         m.stop()
-    floor = FloorMount(os.path.join(os.path.dirname(args.example), "fuse_floor"), listing,
-                       os.path.join(work, "mnt-oci-floor"), [], os.path.join(work, "oci-floor.log")).start(timeout=120)
-    try:
-        floor_s, _, _ = walk(floor.mountpoint)
-    finally:
-        floor.stop()
+    floor_s, _ = floor_walk(args, work, "oci-floor", listing, walk)
     note(f"scale: the OCI mount's tree from examples/fuse_floor: {floor_s:.2f}s, {floor_s / plain_s:.2f}x the store walk")
     figure(f"find walk, OCI layout of {repos // 1000}k repositories, mount vs the same tree from a FUSE daemon doing "
            f"nothing", f"{mount_s:.2f}", f"{floor_s:.2f} fuse_floor", "s", mount_s / floor_s, "(none)", None)
