@@ -68,7 +68,7 @@ fn tune_allocator(reused_block_bytes: usize) {
     }
 }
 
-/// glibc's initial threshold, above every reused block.
+/// The mmap threshold: glibc's initial one, or just above the blocks the store reuses.
 fn mmap_threshold(reused_block_bytes: usize) -> libc::c_int {
     const DEFAULT_MMAP_THRESHOLD: usize = 128 * 1024;
     let threshold = DEFAULT_MMAP_THRESHOLD.max(reused_block_bytes.saturating_add(1));
