@@ -138,7 +138,7 @@ pub fn prepare(payload: &[u8], key: Arc<SigningKey>, time: &str) -> Result<Unsig
     let protected = URL_SAFE_NO_PAD.encode(protected_json);
 
     let mut sigs = b"[{\"header\":{\"jwk\":".to_vec();
-    sigs.extend_from_slice(&key.public_jwk_json());
+    sigs.extend_from_slice(key.public_jwk_json());
     sigs.extend_from_slice(
         format!(r#","alg":"ES256"}},"signature":"{PLACEHOLDER}","protected":"{protected}"}}]"#)
             .as_bytes(),

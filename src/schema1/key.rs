@@ -27,9 +27,8 @@ pub struct SigningKey {
     x: [u8; 32],
     y: [u8; 32],
     kid: String,
-    /// Members that libtrust carries from the key file into every `jwk` (PEM headers,
-    /// unknown JWK members), as compact Go-encoded JSON values.
-    extras: BTreeMap<String, Vec<u8>>,
+    /// The `jwk` of every signature, made once: the same bytes for every document.
+    public_jwk: Vec<u8>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -41,6 +40,8 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
+    /// `extras`: members that libtrust carries from the key file into every `jwk` (PEM
+    /// headers, unknown JWK members), as compact Go-encoded JSON values.
     fn from_secret(secret: &SecretKey, extras: BTreeMap<String, Vec<u8>>) -> SigningKey {
         let point = secret.public_key().to_sec1_point(false);
         let mut x = [0u8; 32];
@@ -51,12 +52,13 @@ impl SigningKey {
             y.copy_from_slice(py);
         }
         let kid = key_id(&x, &y);
+        let public_jwk = public_jwk_json(extras, &kid, &x, &y);
         SigningKey {
             ecdsa: EcdsaKey::from(secret),
             x,
             y,
             kid,
-            extras,
+            public_jwk,
         }
     }
 
@@ -112,15 +114,8 @@ impl SigningKey {
     }
 
     /// The public key as libtrust marshals it (sorted keys, compact, Go escaping).
-    pub fn public_jwk_json(&self) -> Vec<u8> {
-        let mut members = self.extras.clone();
-        let s = |v: &str| format!("\"{v}\"").into_bytes();
-        members.insert("crv".into(), s("P-256"));
-        members.insert("kid".into(), s(&self.kid));
-        members.insert("kty".into(), s("EC"));
-        members.insert("x".into(), s(&URL_SAFE_NO_PAD.encode(self.x)));
-        members.insert("y".into(), s(&URL_SAFE_NO_PAD.encode(self.y)));
-        write_object(&members)
+    pub fn public_jwk_json(&self) -> &[u8] {
+        &self.public_jwk
     }
 
     /// The private key as libtrust's `SaveKey` writes a JWK: 4-space indent, sorted keys.
@@ -177,6 +172,21 @@ fn permission_warning(path: &Path, mode: u32) -> Option<String> {
             mode & 0o7777
         )
     })
+}
+
+fn public_jwk_json(
+    mut members: BTreeMap<String, Vec<u8>>,
+    kid: &str,
+    x: &[u8; 32],
+    y: &[u8; 32],
+) -> Vec<u8> {
+    let s = |v: &str| format!("\"{v}\"").into_bytes();
+    members.insert("crv".into(), s("P-256"));
+    members.insert("kid".into(), s(kid));
+    members.insert("kty".into(), s("EC"));
+    members.insert("x".into(), s(&URL_SAFE_NO_PAD.encode(x)));
+    members.insert("y".into(), s(&URL_SAFE_NO_PAD.encode(y)));
+    write_object(&members)
 }
 
 fn write_object(members: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
@@ -354,7 +364,7 @@ pub(crate) mod tests {
             "6HKZ:ISNX:E4LF:3ZZS:X4UD:GOAS:FOMW:FCTB:LEMP:5XDH:3B4P:77HU"
         );
         assert_eq!(
-            String::from_utf8(k.public_jwk_json()).unwrap(),
+            String::from_utf8(k.public_jwk_json().to_vec()).unwrap(),
             r#"{"crv":"P-256","kid":"6HKZ:ISNX:E4LF:3ZZS:X4UD:GOAS:FOMW:FCTB:LEMP:5XDH:3B4P:77HU","kty":"EC","x":"UVw9brnjlrkE0_7Kf1T9zQzB6Ze_N13KUVrQpsO0A18","y":"RTa-OlDzGPv5pUdZAqIhUCvvDVfgjFOyzApW8X2fk1Q"}"#
         );
     }
@@ -372,7 +382,7 @@ pub(crate) mod tests {
         std::fs::write(&pem, k.private_pem_file()).unwrap();
         let loaded = SigningKey::load(&pem).expect("loads PEM");
         // libtrust carries PEM headers into the jwk.
-        let jwk_text = String::from_utf8(loaded.public_jwk_json()).unwrap();
+        let jwk_text = String::from_utf8(loaded.public_jwk_json().to_vec()).unwrap();
         assert!(
             jwk_text.starts_with(r#"{"crv":"P-256","keyID":"6HKZ:"#),
             "{jwk_text}"
