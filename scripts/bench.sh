@@ -1,10 +1,10 @@
 #!/bin/sh
 # The benchmarks of docs/performance.md in one run, against the real peers (direct
 # reads, nginx on plain files, Debian's docker-registry 2.8.2): builds the release
-# binaries, prepares the stores (a 1 GiB blob under target/bench, 100k generated
-# repositories on /dev/shm, both reused by later runs), and prints one line per figure.
+# binaries, prepares the stores (a 1 GiB blob and 10k repositories under target/bench,
+# 100k repositories on /dev/shm, all reused by later runs), and prints one line per figure.
 #
-#   scripts/bench.sh [--only blob,nginx,gen,scale,changes,verify] [--repos N] [--seconds S] ...
+#   scripts/bench.sh [--only blob,nginx,gen,scale,disk,changes,verify] [--repos N] [--seconds S] ...
 #   scripts/bench.sh --s3 [--only blob,nginx,twin] ...
 #
 # Needs root (drop_caches, mount(2)); about 5 minutes on 2 vCPUs once the stores exist.

@@ -2,7 +2,7 @@
 """registryfs benchmarks against the real peers, in one run (scripts/bench.sh).
 
     python3 scripts/bench/run.py --registryfs target/release/registryfs \
-        --example target/release/examples/schema1_generation [--only blob,nginx,gen,scale,changes,verify]
+        --example target/release/examples/schema1_generation [--only blob,nginx,gen,scale,disk,changes,verify]
 
 Prints one line per figure: `FIGURE <name>: <ratio> (<ours> vs <peer>) target <t>: met|MISSED`,
 preceded by `#` lines saying what was measured. Sections (docs/performance.md):
@@ -20,6 +20,9 @@ preceded by `#` lines saying what was measured. Sections (docs/performance.md):
          /dev/shm): exec-to-answering time of the mount (and of the registry), daemon
          RSS after `find` stats every file of the mount, and that walk's time vs `find`
          over the store itself;
+  disk   the same walk with a store of 10k repositories (--disk-repos) on disk
+         (--disk-dir): the first walks of the store and of a mount, both after
+         drop_caches, and a fresh mount's walk over the cached store;
   changes  how soon a tag move (PUT through registry 2.8.2) shows through a mount
          (content, tag folder mtime; p50/p99) vs the registry's next GET, and the
          daemon's idle CPU at 100k repositories vs the registry's (scripts/bench/changes.py);
@@ -689,6 +692,18 @@ def bench_gen(args, work, store):
 # 100k repositories: mount-ready time, RSS, walk
 
 
+def find_walk(args, root, listing=os.devnull):
+    """Issue 12's `find ROOT -printf '%s %y\\n'`, which also writes each entry's path,
+    type and size to `listing` (fuse_floor's input; every walk does, alike). Returns
+    seconds, entries, files."""
+    t0 = time.perf_counter()
+    p = run(["find", root, "-printf", "%s %y\n", "-fprintf", listing, "%P\t%y\t%s\n"],
+            timeout=args.walk_timeout)
+    secs = time.perf_counter() - t0
+    lines = p.stdout.decode().splitlines()
+    return secs, len(lines), sum(1 for ln in lines if ln.endswith("f"))
+
+
 def bench_scale(args, work, store):
     mp = os.path.join(work, "mnt-scale")
     ready = []
@@ -709,14 +724,7 @@ def bench_scale(args, work, store):
         rss0 = m.rss_kib()["VmRSS"]
 
         def walk(root, listing=os.devnull):
-            """The issue's `find ROOT -printf '%s %y\\n'`, which also writes each entry's
-            path, type and size to `listing` (fuse_floor's input; every walk does, alike)."""
-            t0 = time.perf_counter()
-            p = run(["find", root, "-printf", "%s %y\n", "-fprintf", listing, "%P\t%y\t%s\n"],
-                    timeout=args.walk_timeout)
-            secs = time.perf_counter() - t0
-            lines = p.stdout.decode().splitlines()
-            return secs, len(lines), sum(1 for ln in lines if ln.endswith("f"))
+            return find_walk(args, root, listing)
 
         plain_s, plain_n, _ = walk(os.path.join(store, "docker/registry/v2"))
         listing = os.path.join(work, "scale-walk.list")
@@ -791,6 +799,43 @@ def bench_oci_walk(args, work, walk):
            f"nothing", f"{mount_s:.2f}", f"{floor_s:.2f} fuse_floor", "s", mount_s / floor_s, "(none)", None)
 
 
+def bench_disk_walk(args, work):
+    """The walk with the store on disk (--disk-dir) instead of tmpfs. A tmpfs store's
+    folders live in the dentry cache, so the scale section's store walk never meets
+    what a mount's first walk meets: names the kernel has not seen. Here both first
+    walks start after drop_caches, so each makes its names (the store's from the disk,
+    the mount's from READDIRPLUS answers); then a fresh mount over the cached store
+    against the cached store walk."""
+    repos = args.disk_repos
+    store = scale_store(os.path.join(args.disk_dir, f"store-{repos}"), repos)
+    v2 = os.path.join(store, "docker/registry/v2")
+    mp = os.path.join(work, "mnt-disk")
+
+    def mounted_walk():
+        m = Mount(args.registryfs, store, mp, ["--signing-key", args.key], os.path.join(work, "mount-disk.log")).start()
+        try:
+            return find_walk(args, mp)
+        finally:
+            m.stop()
+
+    drop_caches()
+    cold_store_s, store_n, _ = find_walk(args, v2)
+    warm_store = [find_walk(args, v2)[0]]
+    drop_caches()
+    cold_mount_s, mount_n, _ = mounted_walk()
+    warm_store.append(find_walk(args, v2)[0])  # everything the store walk stats is cached again
+    warm_mount_s, _, _ = mounted_walk()
+    warm_store.append(find_walk(args, v2)[0])
+    warm_store_s = statistics.median(warm_store)
+    note(f"disk: store of {repos} repositories in {store}: find over the store {store_n} entries, "
+         f"after drop_caches {cold_store_s:.2f}s, cached {', '.join(f'{t:.2f}' for t in warm_store)}s; "
+         f"a fresh mount's find {mount_n} entries, after drop_caches {cold_mount_s:.2f}s, store cached {warm_mount_s:.2f}s")
+    figure(f"first find walk, {repos // 1000}k repositories on disk after drop_caches, mount vs store",
+           f"{cold_mount_s:.2f}", f"{cold_store_s:.2f} store", "s", cold_mount_s / cold_store_s, "(none)", None)
+    figure(f"first find walk of a mount, {repos // 1000}k repositories on disk in the page cache, mount vs store",
+           f"{warm_mount_s:.2f}", f"{warm_store_s:.2f} store", "s", warm_mount_s / warm_store_s, "(none)", None)
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -798,10 +843,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--registryfs", required=True)
     ap.add_argument("--example", required=True, help="target/release/examples/schema1_generation")
-    ap.add_argument("--only", default="blob,nginx,gen,scale,changes,verify")
+    ap.add_argument("--only", default="blob,nginx,gen,scale,disk,changes,verify")
     ap.add_argument("--repos", type=int, default=100000, help="repositories in the generated store")
     ap.add_argument("--nginx-repos", type=int, default=200)
     ap.add_argument("--oci-repos", type=int, default=10000, help="repositories in the OCI layout walked")
+    ap.add_argument("--disk-repos", type=int, default=10000, help="repositories in the store walked on disk")
     ap.add_argument("--seconds", type=int, default=3, help="wrk duration per run")
     ap.add_argument("--nginx-rounds", type=int, default=7, help="side-by-side rounds")
     ap.add_argument("--gen-manifests", type=int, default=2000)
@@ -852,6 +898,8 @@ def main(argv=None):
             bench_changes(args, work, store, sys.modules[__name__])
         if "verify" in sections:
             bench_verify(args, work, sys.modules[__name__])
+        if "disk" in sections:
+            bench_disk_walk(args, work)
         if "blob" in sections:
             bench_blob(args, work)
     except KeyboardInterrupt as e:
