@@ -5,11 +5,11 @@
 //! `Docker-Content-Digest`; signing (jws.rs) splices signatures into it afterwards.
 
 use super::config::ImageConfig;
-use crate::digest::{sha256_hex, Digest};
+use crate::digest::Digest;
 use crate::gojson::{self, compact_html, write_string, Kind};
 use crate::gotime::GoTime;
-use sha2::{Digest as _, Sha384};
-use std::collections::BTreeMap;
+use sha2::{Digest as _, Sha256, Sha384};
+use std::borrow::Cow;
 
 /// The gzipped empty tar that every `empty_layer` history entry points at.
 pub const EMPTY_LAYER_DIGEST: &str =
@@ -81,25 +81,29 @@ pub fn build_payload(
     };
 
     let n = history.len();
-    let mut fs_layers = vec![String::new(); n];
+    let mut fs_layers = vec![""; n];
     let mut v1_compat = vec![Vec::new(); n];
     let mut parent = String::new();
     for (i, h) in lower.iter().enumerate() {
         let sum = blob_sum(h.empty_layer, true)?;
-        let v1_id = sha256_hex(format!("{} {parent}", encoded(sum)).as_bytes());
+        let v1_id = v1_id(&[encoded(sum).as_bytes(), b" ", parent.as_bytes()]);
         if i == 0 && !rootfs.base_layer.is_empty() {
             // Windows base layer: only entry 0's `parent` field shows it.
             parent = crate::digest::hex(&Sha384::digest(rootfs.base_layer.as_bytes())[..32]);
         }
         v1_compat[n - 1 - i] = lower_v1_compatibility(&v1_id, &parent, h);
-        fs_layers[n - 1 - i] = sum.to_string();
+        fs_layers[n - 1 - i] = sum;
         parent = v1_id;
     }
     let sum = blob_sum(top.empty_layer, false)?;
-    fs_layers[0] = sum.to_string();
-    let mut id_input = format!("{} {parent} ", encoded(sum)).into_bytes();
-    id_input.extend_from_slice(config);
-    let top_id = sha256_hex(&id_input);
+    fs_layers[0] = sum;
+    let top_id = v1_id(&[
+        encoded(sum).as_bytes(),
+        b" ",
+        parent.as_bytes(),
+        b" ",
+        config,
+    ]);
     let (top_json, created) = top_v1_compatibility(&tape, &top_id, &parent, top.empty_layer)?;
     v1_compat[0] = top_json;
 
@@ -112,6 +116,15 @@ pub fn build_payload(
         bytes,
         signing_time,
     })
+}
+
+/// A v1 ID: the sha256 hex of the parts, one after the other.
+fn v1_id(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    crate::digest::hex(&hasher.finalize())
 }
 
 /// go-digest `Hex()`: everything after the first ':'.
@@ -163,36 +176,55 @@ fn top_v1_compatibility(
     if tape.root().kind() != Kind::Object {
         return Err("config: json: cannot unmarshal into map".into());
     }
-    let mut map: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for (key, value) in tape.root().members() {
-        let mut compacted = Vec::with_capacity(value.raw().len());
-        compact_html(&mut compacted, value.raw());
-        map.insert(key.into_owned(), compacted);
-    }
-    let created = map
-        .get("created")
-        .and_then(|raw| GoTime::parse_json_token(raw));
-    map.remove("rootfs");
-    map.remove("history");
-    map.insert("id".into(), format!("\"{id}\"").into_bytes());
-    if !parent.is_empty() {
-        map.insert("parent".into(), format!("\"{parent}\"").into_bytes());
+    // Go unmarshals into a map (the last of equal keys wins) and marshals it with sorted
+    // keys; a stable sort of the members, skipping all but the last of equal keys, is
+    // the same without a map. Ours come last, so they win over the config's.
+    let id = format!("\"{id}\"");
+    let parent = (!parent.is_empty()).then(|| format!("\"{parent}\""));
+    let mut members: Vec<(Cow<'_, str>, V1Value<'_>)> = tape
+        .root()
+        .members()
+        .map(|(key, value)| (key, V1Value::Raw(value.raw())))
+        .filter(|(key, _)| key != "rootfs" && key != "history")
+        .collect();
+    members.push(("id".into(), V1Value::Made(id.as_bytes())));
+    if let Some(parent) = &parent {
+        members.push(("parent".into(), V1Value::Made(parent.as_bytes())));
     }
     if throwaway {
-        map.insert("throwaway".into(), b"true".to_vec());
+        members.push(("throwaway".into(), V1Value::Made(b"true")));
     }
+    members.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::with_capacity(tape.root().raw().len() + 128);
+    let mut created = None;
     out.push(b'{');
-    for (i, (key, value)) in map.iter().enumerate() {
-        if i > 0 {
+    for (i, (key, value)) in members.iter().enumerate() {
+        if members.get(i + 1).is_some_and(|(next, _)| next == key) {
+            continue;
+        }
+        if out.len() > 1 {
             out.push(b',');
         }
         write_string(&mut out, key.as_bytes());
         out.push(b':');
-        out.extend_from_slice(value);
+        let start = out.len();
+        match value {
+            V1Value::Raw(raw) => compact_html(&mut out, raw),
+            V1Value::Made(bytes) => out.extend_from_slice(bytes),
+        }
+        if key == "created" {
+            created = GoTime::parse_json_token(&out[start..]);
+        }
     }
     out.push(b'}');
     Ok((out, created))
+}
+
+/// A member of the top entry's v1Compatibility: a config member's raw JSON, compacted
+/// when written, or one of ours, written as it is.
+enum V1Value<'a> {
+    Raw(&'a [u8]),
+    Made(&'a [u8]),
 }
 
 /// `json.MarshalIndent(manifest, "", "   ")` of schema1's `Manifest` struct, written
@@ -203,7 +235,7 @@ fn print_manifest(
     name: &str,
     tag: &str,
     arch: &str,
-    fs_layers: &[String],
+    fs_layers: &[&str],
     v1: &[Vec<u8>],
 ) -> Vec<u8> {
     let mut c = Vec::with_capacity(v1.iter().map(|v| v.len() * 9 / 8 + 48).sum::<usize>() + 512);
@@ -245,6 +277,7 @@ fn indented_array<'a>(c: &mut Vec<u8>, key: &str, values: impl ExactSizeIterator
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::digest::sha256_hex;
 
     /// The worked example of shared/docs/schema1-conversion.md §12, checked there against
     /// a running registry 2.8.2.
@@ -330,6 +363,20 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn top_entry_takes_the_last_of_equal_keys_and_ours_win() {
+        let config = r#"{"x":1,"id":"theirs","created":"2020-01-01T00:00:00Z","x":2,"created":"2021-02-03T04:05:06Z","throwaway":false,"history":[{"empty_layer":true},{"empty_layer":true}],"rootfs":{"diff_ids":[]}}"#;
+        let p = build_payload("r", "t", &[], config.as_bytes()).expect("converts");
+        let text = String::from_utf8(p.bytes).unwrap();
+        assert!(
+            text.contains(r#""v1Compatibility": "{\"created\":\"2021-02-03T04:05:06Z\",\"id\":\""#),
+            "{text}"
+        );
+        assert!(text.contains(r#"\"throwaway\":true,\"x\":2}""#), "{text}");
+        assert!(!text.contains("theirs"), "{text}");
+        assert_eq!(p.signing_time, "2021-02-03T04:05:06Z");
+    }
+
+    #[test]
     fn top_entry_keeps_raw_values_and_escapes_twice() {
         let config = "{\"z\":{\"b\":1.50e3,\"a\":\"<\\u00e9\\b\u{2028}\"},\"A&\":null,\"history\":[{\"empty_layer\":true}],\"rootfs\":{\"diff_ids\":[]},\"parent\":\"keep\"}";
         let p = build_payload("r", "t", &[], config.as_bytes()).expect("converts");
@@ -349,7 +396,7 @@ pub(crate) mod tests {
     #[test]
     fn the_manifest_is_indented_as_go_indents_it() {
         /// What Go's `Marshal` writes for the struct: members in field order, no spaces.
-        fn compact(name: &str, tag: &str, arch: &str, sums: &[String], v1: &[Vec<u8>]) -> Vec<u8> {
+        fn compact(name: &str, tag: &str, arch: &str, sums: &[&str], v1: &[Vec<u8>]) -> Vec<u8> {
             let mut c = b"{\"schemaVersion\":1".to_vec();
             for (key, value) in [("name", name), ("tag", tag), ("architecture", arch)] {
                 c.extend_from_slice(format!(",\"{key}\":").as_bytes());
@@ -373,10 +420,8 @@ pub(crate) mod tests {
             c.push(b'}');
             c
         }
-        let sums: Vec<String> = vec![
-            EMPTY_LAYER_DIGEST.into(),
-            format!("sha256:{}", "c".repeat(64)),
-        ];
+        let other = format!("sha256:{}", "c".repeat(64));
+        let sums: Vec<&str> = vec![EMPTY_LAYER_DIGEST, &other];
         let v1: Vec<Vec<u8>> = vec![
             br#"{"id":"x","config":{"Cmd":["a "b" <c>"]},"s":"[{,:}]"}"#.to_vec(),
             "{\"created_by\":\"\u{2028}\\n\\\"\"}".into(),
