@@ -137,42 +137,46 @@ impl Root {
     }
 
     fn read_dir_now(&self, rel: &str) -> Result<Option<Vec<(String, bool)>>> {
-        if !self.is_dir(rel)? {
+        // Listed through the descriptor opened beneath the root: a folder swapped for a
+        // symlink after a check by path could otherwise list names outside the store.
+        let Some(folder) = self.open(rel, libc::O_RDONLY | libc::O_DIRECTORY)? else {
             return Ok(None);
-        }
-        let dir = self.dir.join(rel);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-                return Ok(None)
-            }
-            Err(e) => return Err(Error::io(&dir, e)),
         };
+        let dir = self.dir.join(rel);
+        let io = |e: nix::errno::Errno| Error::io(&dir, std::io::Error::from(e));
+        let mut listing = nix::dir::Dir::from_fd(OwnedFd::from(folder)).map_err(io)?;
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+        for entry in listing.iter() {
+            let entry = entry.map_err(io)?;
+            let raw = entry.file_name().to_bytes();
+            if raw == b"." || raw == b".." {
+                continue;
+            }
             // Names that are not UTF-8 cannot be registry names; skip them.
-            let Ok(name) = entry.file_name().into_string() else {
+            let Ok(name) = std::str::from_utf8(raw) else {
                 log::warn!(
                     "{}: skipping a name that is not UTF-8: {:?}",
                     dir.display(),
-                    entry.file_name()
+                    String::from_utf8_lossy(raw)
                 );
                 continue;
             };
-            let file_type = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
-            let is_dir = if file_type.is_symlink() {
-                match self.is_dir(&format!("{rel}/{name}")) {
-                    Ok(is_dir) => is_dir,
-                    Err(e) => {
-                        log::warn!("{e}");
-                        continue;
+            let is_dir = match entry.file_type() {
+                Some(nix::dir::Type::Directory) => true,
+                // A symlink counts as what it leads to, if that is inside the store; so
+                // does a name whose type the filesystem does not report.
+                Some(nix::dir::Type::Symlink) | None => {
+                    match self.is_dir(&format!("{rel}/{name}")) {
+                        Ok(is_dir) => is_dir,
+                        Err(e) => {
+                            log::warn!("{e}");
+                            continue;
+                        }
                     }
                 }
-            } else {
-                file_type.is_dir()
+                Some(_) => false,
             };
-            out.push((name, is_dir));
+            out.push((name.to_string(), is_dir));
         }
         Ok(Some(out))
     }
@@ -515,6 +519,39 @@ mod tests {
         }
         assert!(read(5, 8).is_err(), "grew past the limit");
         assert_eq!(read(10, 10).expect("at the limit"), b"0123456789");
+    }
+
+    /// A folder is listed through the descriptor opened beneath the root; a symlink
+    /// counts as what it leads to inside the store, and one leading out is skipped.
+    #[test]
+    fn folders_are_listed_beneath_the_root() {
+        let store = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let real = store.path().join("real");
+        std::fs::create_dir_all(real.join("a")).expect("mkdir");
+        std::fs::write(real.join("f"), b"x").expect("write");
+        std::os::unix::fs::symlink("a", real.join("in")).expect("symlink");
+        std::os::unix::fs::symlink(outside.path(), real.join("up")).expect("symlink");
+        std::os::unix::fs::symlink("real", store.path().join("alias")).expect("symlink");
+        let root = Root::new(store.path()).expect("root");
+        let list = |rel: &str| {
+            root.read_dir_now(rel).map(|names| {
+                names.map(|mut names| {
+                    names.sort();
+                    names
+                })
+            })
+        };
+        let want = vec![
+            ("a".to_string(), true),
+            ("f".to_string(), false),
+            ("in".to_string(), true),
+        ];
+        assert_eq!(list("real").expect("listed"), Some(want.clone()));
+        assert_eq!(list("alias").expect("listed"), Some(want));
+        assert!(list("real/up").is_err(), "a folder outside the store");
+        assert_eq!(list("real/f").expect("a file"), None);
+        assert_eq!(list("missing").expect("missing"), None);
     }
 
     #[test]
