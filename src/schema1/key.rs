@@ -52,7 +52,7 @@ impl SigningKey {
             y.copy_from_slice(py);
         }
         let kid = key_id(&x, &y);
-        let public_jwk = public_jwk_json(extras, &kid, &x, &y);
+        let public_jwk = jwk_of(extras, &kid, &x, &y);
         SigningKey {
             ecdsa: EcdsaKey::from(secret),
             x,
@@ -174,7 +174,8 @@ fn permission_warning(path: &Path, mode: u32) -> Option<String> {
     })
 }
 
-fn public_jwk_json(
+/// The public `jwk` libtrust writes: `members` (the key file's extras) with the key's own.
+fn jwk_of(
     mut members: BTreeMap<String, Vec<u8>>,
     kid: &str,
     x: &[u8; 32],
