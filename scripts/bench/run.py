@@ -723,12 +723,9 @@ def bench_scale(args, work, store):
                "ms", ready_ms / reg_ready_ms, "<= 100 ms", ready_ms <= 100)
         rss0 = m.rss_kib()["VmRSS"]
 
-        def walk(root, listing=os.devnull):
-            return find_walk(args, root, listing)
-
-        plain_s, plain_n, _ = walk(os.path.join(store, "docker/registry/v2"))
+        plain_s, plain_n, _ = find_walk(args, os.path.join(store, "docker/registry/v2"))
         listing = os.path.join(work, "scale-walk.list")
-        mount_s, mount_n, mount_files = walk(mp, listing)
+        mount_s, mount_n, mount_files = find_walk(args, mp, listing)
         st = m.rss_kib()
         inodes = fuse_inodes()
         note(f"scale: find -printf '%s' over the mount: {mount_n} entries ({mount_files} files, each stat'ed: "
@@ -742,33 +739,33 @@ def bench_scale(args, work, store):
         # A poller's next walk: the kernel keeps what the first walk listed (folder
         # listings and attributes, for the tag lifetime), as the store walk finds its
         # folders in the dentry cache. Names older than the lifetime are asked again.
-        again_s, again_n, _ = walk(mp)
+        again_s, again_n, _ = find_walk(args, mp)
         note(f"scale: the same find again at once over the same mount: {again_n} entries in {again_s:.1f}s "
              f"(names listed more than the tag lifetime before are looked up again)")
         figure("find walk repeated on the same mount, 100k repositories, mount vs store", f"{again_s:.1f}",
                f"{plain_s:.1f} store", "s", again_s / plain_s, "(none)", None)
     finally:
         m.stop()
-    floor_s, floor_n = floor_walk(args, work, "floor", listing, walk)
+    floor_s, floor_n = floor_walk(args, work, "floor", listing)
     note(f"scale: the same tree from examples/fuse_floor (read from the mount's walk, answered from memory, no work "
          f"per request): {floor_n} entries in {floor_s:.1f}s, {floor_s / plain_s:.2f}x the store walk")
     figure("find walk, 100k repositories, mount vs the same tree from a FUSE daemon doing nothing", f"{mount_s:.1f}",
            f"{floor_s:.1f} fuse_floor", "s", mount_s / floor_s, "(none)", None)
-    bench_oci_walk(args, work, walk)
+    bench_oci_walk(args, work)
 
 
-def floor_walk(args, work, name, listing, walk):
-    """`walk` over examples/fuse_floor serving the tree in `listing`: seconds, entries."""
+def floor_walk(args, work, name, listing):
+    """`find_walk` over examples/fuse_floor serving the tree in `listing`: seconds, entries."""
     floor = FloorMount(os.path.join(os.path.dirname(args.example), "fuse_floor"), listing,
                        os.path.join(work, f"mnt-{name}"), [], os.path.join(work, f"{name}.log")).start(timeout=120)
     try:
-        secs, entries, _ = walk(floor.mountpoint)
+        secs, entries, _ = find_walk(args, floor.mountpoint)
     finally:
         floor.stop()
     return secs, entries
 
 
-def bench_oci_walk(args, work, walk):
+def bench_oci_walk(args, work):
     """The same walk over an OCI layout of 10k repositories. The layout's own folder
     holds five files, so its peer is the walk over a distribution store of the same
     10k repositories (the same namespace, from links instead of index.json)."""
@@ -779,11 +776,11 @@ def bench_oci_walk(args, work, walk):
     m = Mount(args.registryfs, layout, mp, ["--signing-key", args.key, "--oci-repo", "bench/default"],
               os.path.join(work, "mount-oci.log")).start()
     try:
-        walk(os.path.join(dist, "docker/registry/v2"))  # warm the page cache
-        plain_s, plain_n, _ = walk(os.path.join(dist, "docker/registry/v2"))
+        find_walk(args, os.path.join(dist, "docker/registry/v2"))  # warm the page cache
+        plain_s, plain_n, _ = find_walk(args, os.path.join(dist, "docker/registry/v2"))
         listing = os.path.join(work, "oci-walk.list")
-        mount_s, mount_n, mount_files = walk(mp, listing)
-        again_s, _, _ = walk(mp)
+        mount_s, mount_n, mount_files = find_walk(args, mp, listing)
+        again_s, _, _ = find_walk(args, mp)
         note(f"scale: OCI layout of {repos} repositories: find over the mount {mount_n} entries ({mount_files} files) "
              f"in {mount_s:.2f}s, again at once {again_s:.2f}s; over the distribution store of the same repositories "
              f"{plain_n} entries in {plain_s:.2f}s")
@@ -793,7 +790,7 @@ def bench_oci_walk(args, work, walk):
                f"{again_s:.2f}", f"{plain_s:.2f} store", "s", again_s / plain_s, "(none)", None)
     finally:
         m.stop()
-    floor_s, _ = floor_walk(args, work, "oci-floor", listing, walk)
+    floor_s, _ = floor_walk(args, work, "oci-floor", listing)
     note(f"scale: the OCI mount's tree from examples/fuse_floor: {floor_s:.2f}s, {floor_s / plain_s:.2f}x the store walk")
     figure(f"find walk, OCI layout of {repos // 1000}k repositories, mount vs the same tree from a FUSE daemon doing "
            f"nothing", f"{mount_s:.2f}", f"{floor_s:.2f} fuse_floor", "s", mount_s / floor_s, "(none)", None)
