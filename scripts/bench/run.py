@@ -86,6 +86,11 @@ def figure(name, ours, peer, unit, ratio, target, met):
     print(line, flush=True)
 
 
+def how_many(n):
+    """A count as the figures name it: 100k, 2k, 500."""
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
 def fmt(x, digits=1):
     return f"{x:,.{digits}f}"
 
@@ -719,7 +724,7 @@ def bench_scale(args, work, store):
         reg_ready_ms = reg_ready * 1e3
         note(f"scale: mount ready (exec → stat of the mount point answers), {len(ready)} runs: "
              + ", ".join(f"{r * 1e3:.1f}" for r in ready) + " ms")
-        figure("mount ready, 100k repositories, vs registry 2.8 ready", fmt(ready_ms), fmt(reg_ready_ms) + " registry",
+        figure(f"mount ready, {how_many(args.repos)} repositories, vs registry 2.8 ready", fmt(ready_ms), fmt(reg_ready_ms) + " registry",
                "ms", ready_ms / reg_ready_ms, "<= 100 ms", ready_ms <= 100)
         rss0 = m.rss_kib()["VmRSS"]
 
@@ -732,7 +737,7 @@ def bench_scale(args, work, store):
              f"every tag's schema1 generated) in {mount_s:.1f}s; over the store: {plain_n} entries in {plain_s:.1f}s")
         note(f"scale: daemon RSS {rss0 / 1024:.1f} MiB after mounting, {st['VmRSS'] / 1024:.1f} MiB after the walk "
              f"(peak {st['VmHWM'] / 1024:.1f} MiB); kernel fuse inodes {inodes}")
-        figure("find walk, 100k repositories, mount vs store", f"{mount_s:.1f}", f"{plain_s:.1f} store", "s",
+        figure(f"find walk, {how_many(args.repos)} repositories, mount vs store", f"{mount_s:.1f}", f"{plain_s:.1f} store", "s",
                mount_s / plain_s, "<= 2x", mount_s / plain_s <= 2)
         rss = st["VmRSS"] / 1024
         figure("daemon RSS after the walk vs target", f"{rss:.1f}", "64", "MiB", rss / 64, "<= 64 MiB", rss <= 64)
@@ -742,14 +747,14 @@ def bench_scale(args, work, store):
         again_s, again_n, _ = find_walk(args, mp)
         note(f"scale: the same find again at once over the same mount: {again_n} entries in {again_s:.1f}s "
              f"(names listed more than the tag lifetime before are looked up again)")
-        figure("find walk repeated on the same mount, 100k repositories, mount vs store", f"{again_s:.1f}",
+        figure(f"find walk repeated on the same mount, {how_many(args.repos)} repositories, mount vs store", f"{again_s:.1f}",
                f"{plain_s:.1f} store", "s", again_s / plain_s, "(none)", None)
     finally:
         m.stop()
     floor_s, floor_n = floor_walk(args, work, "floor", listing)
     note(f"scale: the same tree from examples/fuse_floor (read from the mount's walk, answered from memory, no work "
          f"per request): {floor_n} entries in {floor_s:.1f}s, {floor_s / plain_s:.2f}x the store walk")
-    figure("find walk, 100k repositories, mount vs the same tree from a FUSE daemon doing nothing", f"{mount_s:.1f}",
+    figure(f"find walk, {how_many(args.repos)} repositories, mount vs the same tree from a FUSE daemon doing nothing", f"{mount_s:.1f}",
            f"{floor_s:.1f} fuse_floor", "s", mount_s / floor_s, "(none)", None)
     bench_oci_walk(args, work)
 
@@ -784,15 +789,15 @@ def bench_oci_walk(args, work):
         note(f"scale: OCI layout of {repos} repositories: find over the mount {mount_n} entries ({mount_files} files) "
              f"in {mount_s:.2f}s, again at once {again_s:.2f}s; over the distribution store of the same repositories "
              f"{plain_n} entries in {plain_s:.2f}s")
-        figure(f"find walk, OCI layout of {repos // 1000}k repositories, mount vs distribution store walk",
+        figure(f"find walk, OCI layout of {how_many(repos)} repositories, mount vs distribution store walk",
                f"{mount_s:.2f}", f"{plain_s:.2f} store", "s", mount_s / plain_s, "<= 2x", mount_s / plain_s <= 2)
-        figure(f"find walk repeated on the same mount, OCI layout of {repos // 1000}k repositories, mount vs store",
+        figure(f"find walk repeated on the same mount, OCI layout of {how_many(repos)} repositories, mount vs store",
                f"{again_s:.2f}", f"{plain_s:.2f} store", "s", again_s / plain_s, "(none)", None)
     finally:
         m.stop()
     floor_s, _ = floor_walk(args, work, "oci-floor", listing)
     note(f"scale: the OCI mount's tree from examples/fuse_floor: {floor_s:.2f}s, {floor_s / plain_s:.2f}x the store walk")
-    figure(f"find walk, OCI layout of {repos // 1000}k repositories, mount vs the same tree from a FUSE daemon doing "
+    figure(f"find walk, OCI layout of {how_many(repos)} repositories, mount vs the same tree from a FUSE daemon doing "
            f"nothing", f"{mount_s:.2f}", f"{floor_s:.2f} fuse_floor", "s", mount_s / floor_s, "(none)", None)
 
 
@@ -829,9 +834,9 @@ def bench_disk_walk(args, work):
     note(f"disk: store of {repos} repositories in {store}: find over the store {store_n} entries, "
          f"after drop_caches {cold_store_s:.2f}s, cached {', '.join(f'{t:.2f}' for t in warm_store)}s; "
          f"a fresh mount's find {mount_n} entries, after drop_caches {cold_mount_s:.2f}s, store cached {warm_mount_s:.2f}s")
-    figure(f"first find walk, {repos // 1000}k repositories on disk after drop_caches, mount vs store",
+    figure(f"first find walk, {how_many(repos)} repositories on disk after drop_caches, mount vs store",
            f"{cold_mount_s:.2f}", f"{cold_store_s:.2f} store", "s", cold_mount_s / cold_store_s, "(none)", None)
-    figure(f"first find walk of a mount, {repos // 1000}k repositories on disk in the page cache, mount vs store",
+    figure(f"first find walk of a mount, {how_many(repos)} repositories on disk in the page cache, mount vs store",
            f"{warm_mount_s:.2f}", f"{warm_store_s:.2f} store", "s", warm_mount_s / warm_store_s, "(none)", None)
 
 
