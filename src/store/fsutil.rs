@@ -137,46 +137,36 @@ impl Root {
     }
 
     fn read_dir_now(&self, rel: &str) -> Result<Option<Vec<(String, bool)>>> {
-        // Listed through the descriptor opened beneath the root: a folder swapped for a
-        // symlink after a check by path could otherwise list names outside the store.
+        if !self.is_dir(rel)? {
+            return Ok(None);
+        }
+        // Listed through a descriptor opened beneath the root: a folder swapped for a
+        // symlink after the check could otherwise list names outside the store.
         let Some(folder) = self.open(rel, libc::O_RDONLY | libc::O_DIRECTORY)? else {
             return Ok(None);
         };
         let dir = self.dir.join(rel);
-        let io = |e: nix::errno::Errno| Error::io(&dir, std::io::Error::from(e));
-        let mut listing = nix::dir::Dir::from_fd(OwnedFd::from(folder)).map_err(io)?;
         let mut out = Vec::new();
-        for entry in listing.iter() {
-            let entry = entry.map_err(io)?;
-            let raw = entry.file_name().to_bytes();
-            if raw == b"." || raw == b".." {
-                continue;
-            }
+        for (raw, d_type) in folder_entries(&folder, &dir)? {
             // Names that are not UTF-8 cannot be registry names; skip them.
-            let Ok(name) = std::str::from_utf8(raw) else {
-                log::warn!(
-                    "{}: skipping a name that is not UTF-8: {:?}",
-                    dir.display(),
-                    String::from_utf8_lossy(raw)
-                );
+            let Ok(name) = String::from_utf8(raw) else {
+                log::warn!("{}: skipping a name that is not UTF-8", dir.display());
                 continue;
             };
-            let is_dir = match entry.file_type() {
-                Some(nix::dir::Type::Directory) => true,
+            let is_dir = match d_type {
+                libc::DT_DIR => true,
                 // A symlink counts as what it leads to, if that is inside the store; so
                 // does a name whose type the filesystem does not report.
-                Some(nix::dir::Type::Symlink) | None => {
-                    match self.is_dir(&format!("{rel}/{name}")) {
-                        Ok(is_dir) => is_dir,
-                        Err(e) => {
-                            log::warn!("{e}");
-                            continue;
-                        }
+                libc::DT_LNK | libc::DT_UNKNOWN => match self.is_dir(&format!("{rel}/{name}")) {
+                    Ok(is_dir) => is_dir,
+                    Err(e) => {
+                        log::warn!("{e}");
+                        continue;
                     }
-                }
-                Some(_) => false,
+                },
+                _ => false,
             };
-            out.push((name.to_string(), is_dir));
+            out.push((name, is_dir));
         }
         Ok(Some(out))
     }
@@ -466,6 +456,53 @@ fn read_limited_from(mut file: File, path: &Path, limit: u64, size: u64) -> Resu
         ));
     }
     Ok(bytes)
+}
+
+/// The names in the open folder `folder` (read from `dir`) and their `d_type`, but `.`
+/// and `..`, read with `getdents64`: a `DIR` stream (fdopendir) would add an `fstat`,
+/// two `fcntl`s and a rewind to every folder a walk lists.
+fn folder_entries(folder: &File, dir: &Path) -> Result<Vec<(Vec<u8>, u8)>> {
+    // linux_dirent64: d_ino (8 bytes), d_off (8), d_reclen (2), d_type (1), d_name.
+    const NAME_AT: usize = 19;
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: valid fd; the kernel writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                folder.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Error::io(dir, err));
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        let mut records = &buf[..usize::try_from(n).unwrap_or(0)];
+        while records.len() > NAME_AT {
+            let len = usize::from(u16::from_ne_bytes([records[16], records[17]]));
+            if len <= NAME_AT || len > records.len() {
+                return Err(Error::invalid(
+                    dir,
+                    "the kernel's folder listing is malformed",
+                ));
+            }
+            let name = &records[NAME_AT..len];
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+            if name != b"." && name != b".." {
+                out.push((name.to_vec(), records[18]));
+            }
+            records = &records[len..];
+        }
+    }
 }
 
 /// Checks that document bytes read from `path` hash to `digest`.
